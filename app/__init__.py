@@ -1,0 +1,40 @@
+"""Claude Nexus Proxy: the application factory, which reads as the table of contents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app.config import load_settings
+
+
+def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = ".env") -> Flask:
+    """Build the application: settings, logging, event bus, proxy, health, error handlers.
+
+    `config` overrides settings by name (tests); everything else comes from the environment
+    and the optional `.env` file. Raises ConfigError on a bad setting.
+    """
+    from app import errors, health, proxy
+    from app.events import EventBus
+    from app.logs import ExchangeLog, configure_logging
+
+    settings = load_settings(overrides=config, env_file=env_file)
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config["NEXUS_SETTINGS"] = settings
+    configure_logging(settings.log_level, settings.log_format)
+
+    bus = EventBus()
+    app.extensions["nexus.events"] = bus
+    ExchangeLog(settings.debug).subscribe(bus)
+
+    errors.init_app(app)
+    health.init_app(app)
+    proxy.init_app(app)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the background owners in reverse order of creation (after serving has stopped)."""
+    app.extensions["nexus.proxy"].stop()

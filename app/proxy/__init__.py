@@ -1,0 +1,20 @@
+"""The proxy: routes, the Exchange record, forwarding, relay, headers, SSE folding."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.proxy.retry import RetryPolicy
+from app.proxy.service import Proxy
+from app.proxy.upstream import Upstream
+
+
+def init_app(app: Flask) -> None:
+    """Create the process's Proxy (and its upstream pool) and register the routes."""
+    from app.proxy.views import bp
+
+    settings = app.config["NEXUS_SETTINGS"]
+    upstream = Upstream(settings.claude_api_base_url, settings.claude_api_timeout,
+                        RetryPolicy(max_retries=settings.upstream_max_retries))
+    app.extensions["nexus.proxy"] = Proxy(upstream)
+    app.register_blueprint(bp)

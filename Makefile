@@ -1,0 +1,46 @@
+# The README's commands. Works on a fresh Debian machine with Python 3.11, as root or not.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUN_DEPS := $(VENV)/.run-deps
+DEV_DEPS := $(VENV)/.dev-deps
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint clean
+
+install: $(DEV_DEPS)
+
+run: $(RUN_DEPS)
+	$(BIN)/python wsgi.py
+
+test: $(DEV_DEPS)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(DEV_DEPS)
+	$(BIN)/ruff check .
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "error: Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else \
+	    echo "error: $(PYTHON) cannot create virtual environments: install python3-venv" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(RUN_DEPS): requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements.txt
+	@touch $@
+
+$(DEV_DEPS): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@touch $@ $(RUN_DEPS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

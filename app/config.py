@@ -1,0 +1,168 @@
+"""The settings table: every setting's name, default, parser and meaning, in one place.
+
+Settings come from the environment, then an optional `.env` file (the environment wins), then
+the dict passed to `create_app` (tests). The README documents each row; a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+
+class ConfigError(Exception):
+    """A setting has a value that cannot be used; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"expected a number {bounds}")
+        return value
+
+    return parse
+
+
+def _seconds(positive: bool) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError("expected a number of seconds") from None
+        if value != value or value < 0 or (positive and value == 0):  # NaN, negative, zero
+            raise ValueError("expected a number of seconds above 0" if positive else
+                             "expected a number of seconds, 0 or more")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError("expected one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("expected a base URL without query or fragment")
+    return value
+
+
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("expected a host name or IP address")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HOST", "127.0.0.1", _host,
+            "Listen address (the Docker image uses `0.0.0.0`)."),
+    Setting("PORT", "3000", _integer(1, 65535), "Listen port."),
+    Setting("CLAUDE_API_BASE_URL", "https://api.anthropic.com", _http_url,
+            "Upstream base URL; requests go to this URL plus the client's path and query."),
+    Setting("CLAUDE_API_TIMEOUT", "600", _seconds(positive=True),
+            "Seconds to wait for the upstream's response headers, and the longest silence "
+            "allowed inside a stream."),
+    Setting("UPSTREAM_MAX_RETRIES", "2", _integer(0, 10),
+            "Retries of connection errors, timeouts and 429/500/502/503/504/529 answers before "
+            "the first byte reaches the client."),
+    Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
+            "Request bodies larger than this are answered 413 without contacting the upstream."),
+    Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),
+            "On SIGTERM, how long in-flight requests and streams may take to finish."),
+    Setting("DEBUG", "false", _boolean,
+            "Log request and response headers and bodies (secrets masked)."),
+    Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
+            "Lowest level logged."),
+    Setting("LOG_FORMAT", "text", _choice("text", "json"),
+            "`text` for people, `json` (one object per line) for log collectors."),
+)
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Settings:
+    """Parsed settings with lower-case attribute access: `settings.port`."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike | None = ".env",
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Parse every setting from overrides, the environment and the env file, in that order."""
+    environ = os.environ if environ is None else environ
+    from_file: Mapping[str, str | None] = {}
+    if env_file is not None and Path(env_file).is_file():
+        from_file = dotenv_values(env_file)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides and not isinstance(overrides[setting.name], str):
+            values[setting.name] = overrides[setting.name]  # already typed (tests)
+            continue
+        raw = overrides.get(setting.name)
+        if raw is None:
+            raw = environ.get(setting.name)
+        if raw is None:
+            raw = from_file.get(setting.name)
+        if raw is None:
+            raw = setting.default
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as err:
+            raise ConfigError(f"{setting.name}={raw!r}: {err}") from None
+    return Settings(values)

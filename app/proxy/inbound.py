@@ -1,0 +1,144 @@
+"""Reading a client request into an Exchange: the body once and bounded, then validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.domain import normalise_domain
+from app.errors import InvalidRequest, RequestTooLarge
+from app.proxy.exchange import COUNT_TOKENS, MESSAGES, OTHER, Exchange
+from app.usage.classify import classify_request
+
+_READ_SIZE = 65536
+
+
+def client_headers(environ: dict) -> list[tuple[str, str]]:
+    """The request headers as the client sent them, original case and order when the server
+    kept them (our gevent server does), else rebuilt from the WSGI environ."""
+    raw = environ.get("nexus.raw_headers")
+    if raw is not None:
+        return raw
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").title(), value))
+    if environ.get("CONTENT_TYPE"):
+        headers.append(("Content-Type", environ["CONTENT_TYPE"]))
+    if environ.get("CONTENT_LENGTH"):
+        headers.append(("Content-Length", environ["CONTENT_LENGTH"]))
+    return headers
+
+
+def raw_target(environ: dict) -> tuple[str, str]:
+    """Path and query exactly as on the request line (still percent-encoded)."""
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target:
+        from urllib.parse import quote
+        path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
+        return path, environ.get("QUERY_STRING", "")
+    if not target.startswith("/"):  # absolute-form target: keep only path and query
+        parts = urlsplit(target)
+        return parts.path or "/", parts.query
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def path_kind(method: str, path: str) -> str:
+    """Which record a path makes: full Messages rows, count_tokens, or light rows."""
+    if method == "POST" and path.rstrip("/") == "/v1/messages":
+        return MESSAGES
+    if method == "POST" and path.rstrip("/") == "/v1/messages/count_tokens":
+        return COUNT_TOKENS
+    return OTHER
+
+
+def new_exchange(environ: dict, publish: Callable[[Any], None]) -> Exchange:
+    """The Exchange for this request, from its line and headers (the body is not read yet)."""
+    headers = client_headers(environ)
+    path, query = raw_target(environ)
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    lower = {name.lower(): value for name, value in headers}
+    return Exchange(
+        method=method,
+        path=path,
+        query=query,
+        domain=normalise_domain(lower.get("host") or environ.get("SERVER_NAME")),
+        publish=publish,
+        kind=path_kind(method, path),
+        client_addr=environ.get("REMOTE_ADDR"),
+        user_agent=lower.get("user-agent"),
+        session_id=lower.get("x-claude-code-session-id"),
+        agent_id=lower.get("x-claude-code-agent-id"),
+        request_headers=headers,
+    )
+
+
+def load_request(exchange: Exchange, environ: dict, max_bytes: int) -> None:
+    """Read and check the body: raises InvalidRequest or RequestTooLarge, upstream untouched."""
+    _check_path(exchange.path)
+    exchange.request_body = read_body(environ, max_bytes)
+    if exchange.kind != OTHER:
+        _parse_json(exchange)
+
+
+def _check_path(path: str) -> None:
+    # Dot segments could walk the upstream request out of /v1 on servers that normalise paths.
+    segments = path.split("/")
+    if any(s in (".", "..") or s.lower() in ("%2e", "%2e%2e", ".%2e", "%2e.") for s in segments):
+        raise InvalidRequest("The request path may not contain '.' or '..' segments.")
+
+
+def read_body(environ: dict, max_bytes: int) -> bytes:
+    """The whole request body, refusing more than `max_bytes` before reading it if possible."""
+    length_header = environ.get("CONTENT_LENGTH")
+    length = None
+    if length_header:
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise InvalidRequest("Content-Length is not a number.") from None
+        if length > max_bytes:
+            raise _too_large(max_bytes)
+    stream = environ["wsgi.input"]
+    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+    if length is None and not chunked:
+        return b""
+    parts: list[bytes] = []
+    received = 0
+    while True:
+        want = _READ_SIZE if length is None else min(_READ_SIZE, length - received)
+        if want <= 0:
+            break
+        data = stream.read(want)
+        if not data:
+            break
+        received += len(data)
+        if received > max_bytes:
+            raise _too_large(max_bytes)
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _too_large(max_bytes: int) -> RequestTooLarge:
+    # The unread rest of the body is still on the socket: close rather than drain it.
+    return RequestTooLarge(f"Request body exceeds the proxy's limit of {max_bytes} bytes "
+                           "(MAX_REQUEST_BYTES).", headers={"Connection": "close"})
+
+
+def _parse_json(exchange: Exchange) -> None:
+    try:
+        body = json.loads(exchange.request_body)
+    except ValueError as err:
+        # ValueError covers invalid UTF-8 too (UnicodeDecodeError is one).
+        raise InvalidRequest(f"The request body is not valid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    exchange.request_json = body
+    model = body.get("model")
+    exchange.model = model if isinstance(model, str) else None
+    exchange.stream = body.get("stream") is True
+    if exchange.kind == MESSAGES:
+        exchange.request_type = classify_request(body)

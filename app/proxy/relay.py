@@ -1,0 +1,167 @@
+"""Relaying an upstream body to the client as it arrives, and ending the exchange exactly once.
+
+The generator gets everything as arguments: it runs after Flask has torn down the request
+context, and it never touches the database. For SSE it forwards whole events only — each event
+the moment its closing blank line arrives — so that a stream cut mid-event can still end with a
+clean `event: error` instead of a corrupt half event; the bytes are otherwise exactly as sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+
+import gevent
+
+from app.errors import UpstreamError
+from app.proxy.exchange import Exchange
+from app.proxy.fold import BodyFold, StreamFold
+from app.proxy.sse import error_event_bytes, event_boundary
+from app.proxy.upstream import TRANSPORT_ERRORS, UpstreamResponse, transport_error
+
+log = logging.getLogger(__name__)
+
+# An "event" larger than this without a blank line is not SSE as we know it: stop holding it.
+MAX_HELD_BYTES = 1 << 20
+
+
+class ClientWatch:
+    """Notices a client that hangs up while the proxy waits on a silent upstream.
+
+    Without it a disconnect would only show at the next write, which on a quiet stream can be
+    minutes away while the upstream keeps generating (and billing) tokens.
+    """
+
+    def __init__(self, client_socket: socket.socket, answer: UpstreamResponse):
+        self.gone = False
+        self._socket = client_socket
+        self._answer = answer
+        self._greenlet = gevent.spawn(self._watch)
+
+    def _watch(self) -> None:
+        try:
+            while True:
+                try:
+                    data = self._socket.recv(1, socket.MSG_PEEK)
+                except TimeoutError:
+                    continue
+                if data:  # the client is sending its next request: it is still there
+                    return
+                break
+        except OSError:
+            pass
+        self.gone = True
+        self._answer.abort()
+
+    def stop(self) -> None:
+        self._greenlet.kill(block=True)
+
+
+class _UpstreamCut(Exception):
+    """The upstream stream ended before its message_stop."""
+
+    error_type = "api_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class RelayBody:
+    """The response body: iterates `relay`, and still ends the exchange if never iterated."""
+
+    def __init__(self, exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyFold,
+                 align_events: bool, watch: ClientWatch | None):
+        self._exchange, self._answer, self._watch = exchange, answer, watch
+        self._iterator = relay(exchange, answer, fold, align_events, watch)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._iterator
+
+    def close(self) -> None:
+        self._iterator.close()
+        if self._exchange.ended is None:  # closed before the first chunk was asked for
+            if self._watch is not None:
+                self._watch.stop()
+            self._answer.close()
+            self._exchange.disconnect("client closed the connection before the answer")
+
+
+def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyFold,
+          align_events: bool, watch: ClientWatch | None) -> Iterator[bytes]:
+    """Yield the upstream body to the client, fold it on the side, end the exchange."""
+    held = b""
+    failure: UpstreamError | _UpstreamCut | None = None
+    settled = False  # the try block reached a verdict (done, disconnected or failure)
+    try:
+        chunk = answer.first_chunk
+        while chunk:
+            at_ms = exchange.elapsed_ms()
+            if align_events:
+                data = held + chunk if held else chunk
+                cut = event_boundary(data)
+                if cut == 0 and len(data) > MAX_HELD_BYTES:
+                    cut = len(data)
+                held, chunk = data[cut:], data[:cut]
+            if chunk:
+                yield chunk
+                exchange.bytes_to_client += len(chunk)
+                fold.feed(chunk, at_ms)
+            chunk = answer.read()
+        if watch is not None and watch.gone:
+            raise ConnectionAbortedError("client gone")
+        if held:  # the upstream ended on an unterminated event: pass it on as it is
+            yield held
+            exchange.bytes_to_client += len(held)
+            fold.feed(held, exchange.elapsed_ms())
+            held = b""
+        fold.finish(exchange.elapsed_ms())
+        if isinstance(fold, StreamFold) and not fold.complete and not fold.error:
+            failure = _UpstreamCut("The upstream closed the stream before message_stop.")
+        settled = True
+    except GeneratorExit:
+        settled = True
+        exchange.disconnect("client closed the connection mid-answer")
+        raise
+    except TRANSPORT_ERRORS as err:
+        settled = True
+        if watch is not None and watch.gone:
+            exchange.disconnect("client closed the connection mid-answer")
+            return
+        failure = transport_error(err, "the next bytes of the answer")
+        log.warning("upstream failed mid-answer for %s: %s", exchange.id, err)
+    finally:
+        if watch is not None:
+            watch.stop()
+        answer.close()
+        fold.finish(exchange.elapsed_ms())
+        if not settled:  # an unexpected exception is on its way out
+            exchange.fail(RuntimeError("relay aborted by an internal error"),
+                          status=answer.status)
+
+    if failure is None:
+        if fold.error:
+            exchange.fail(_fold_error(fold.error), status=answer.status)
+        else:
+            exchange.complete()
+        return
+    if isinstance(fold, StreamFold) and not fold.error:
+        try:
+            # Partial event bytes in `held` are dropped: the client sees whole events only.
+            yield error_event_bytes(failure.error_type, failure.message)
+        except GeneratorExit:
+            exchange.disconnect("client closed the connection during the error event")
+            raise
+    exchange.fail(failure, status=answer.status)
+
+
+class _FoldedError(Exception):
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+def _fold_error(error: dict) -> _FoldedError:
+    return _FoldedError(str(error.get("type") or "api_error"), str(error.get("message") or ""))

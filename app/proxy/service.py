@@ -1,0 +1,57 @@
+"""The proxy: forwards an Exchange upstream and builds the client's streaming response."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from app.errors import REQUEST_ID_HEADER
+from app.proxy.exchange import Exchange
+from app.proxy.fold import BodyFold, StreamFold
+from app.proxy.headers import client_response_headers, header_value, upstream_request_headers
+from app.proxy.relay import ClientWatch, RelayBody
+from app.proxy.upstream import Upstream
+
+# Non-SSE bodies are kept for the record up to this size; the client always gets all of it.
+RECORD_BODY_LIMIT = 32 << 20
+
+
+class Proxy:
+    """Owns the upstream connection pool; one per process, in `app.extensions["nexus.proxy"]`."""
+
+    def __init__(self, upstream: Upstream, keep_chunks: bool = True):
+        self.upstream = upstream
+        self.keep_chunks = keep_chunks
+
+    def stop(self) -> None:
+        self.upstream.close()
+
+    def forward(self, exchange: Exchange, environ: dict) -> Response:
+        """Send the exchange upstream and return the response that relays the answer.
+
+        Raises UpstreamError/UpstreamTimeout when no answer came (the caller ends the exchange).
+        """
+        headers = upstream_request_headers(exchange.request_headers)
+        answer = self.upstream.open(exchange, headers)
+        exchange.first_byte_ms = round(exchange.elapsed_ms(), 3)
+        exchange.upstream_status = answer.status
+        exchange.response_headers = answer.headers
+
+        content_type = (header_value(answer.headers, "content-type") or "").lower()
+        encoding = header_value(answer.headers, "content-encoding")
+        is_sse = content_type.startswith("text/event-stream")
+        if is_sse:
+            fold: StreamFold | BodyFold = StreamFold(exchange, encoding, self.keep_chunks)
+        else:
+            fold = BodyFold(exchange, encoding, RECORD_BODY_LIMIT)
+
+        client_socket = environ.get("nexus.client_socket") or environ.get("gunicorn.socket")
+        watch = ClientWatch(client_socket, answer) if is_sse and client_socket else None
+        body = RelayBody(exchange, answer, fold, align_events=is_sse and not encoding,
+                         watch=watch)
+
+        response = Response(body, status=answer.status, direct_passthrough=True)
+        response.headers.clear()  # no defaults of Flask's: exactly the upstream's headers
+        for name, value in client_response_headers(answer.headers):
+            response.headers.add(name, value)
+        response.headers[REQUEST_ID_HEADER] = exchange.id
+        return response

@@ -1,0 +1,125 @@
+"""Serving with gevent: the WSGI server, signal handling and graceful shutdown.
+
+On SIGTERM or SIGINT the server stops accepting, reports not-ready, closes idle keep-alive
+connections, lets in-flight requests and streams run for up to SHUTDOWN_GRACE_S, then kills what
+is left, stops the background owners and returns (the process exits 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+import gevent
+from flask import Flask
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from app.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+class Handler(WSGIHandler):
+    """gevent's handler, plus what the proxy needs: the exact request target and headers, the
+    client socket (to notice hang-ups), and idle/busy tracking for graceful shutdown."""
+
+    busy = False
+
+    def handle(self):
+        self.server.connections.add(self)
+        try:
+            super().handle()
+        finally:
+            self.server.connections.discard(self)
+
+    def read_requestline(self):
+        line = super().read_requestline()
+        self.busy = True
+        return line
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        finally:
+            self.busy = False
+            if self.server.draining:
+                self.close_connection = True
+
+    def get_environ(self):
+        env = super().get_environ()
+        env["RAW_URI"] = self.path
+        env["nexus.client_socket"] = self.socket
+        # Same rule as gevent's environ: names with "_" are dropped (header smuggling).
+        env["nexus.raw_headers"] = [(k, v) for k, v in self.headers.items() if "_" not in k]
+        return env
+
+    def log_request(self):
+        pass  # the exchange log says more, once per exchange
+
+    def close_if_idle(self) -> None:
+        if not self.busy and self.socket is not None:
+            try:
+                self.socket.shutdown(socket.SHUT_RD)  # its pending readline returns at once
+            except OSError:
+                pass
+
+
+class Server(WSGIServer):
+    handler_class = Handler
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections: set[Handler] = set()
+        self.draining = False
+
+
+def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
+    from app import shutdown
+
+    settings = app.config["NEXUS_SETTINGS"]
+    host = host or settings.host
+    port = port or settings.port
+    try:
+        # A pool (unbounded) rather than bare spawning, so that stop() can wait for it.
+        server = Server((host, port), app, spawn=Pool(), log=None,
+                        error_log=logging.getLogger("gevent.pywsgi"))
+        server.init_socket()
+    except OSError as err:
+        print(f"error: cannot listen on {host}:{port}: {err.strerror or err}", file=sys.stderr)
+        return 1
+
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    server.start()
+    base = f"http://{_display_host(host)}:{server.server_port}"
+    log.info("Claude Nexus Proxy %s listening on %s, forwarding to %s", __version__, base,
+             settings.claude_api_base_url)
+    print(f"\nClaude Nexus Proxy {__version__} is running on {base}\n"
+          f"  Point Claude Code at it:  export ANTHROPIC_BASE_URL={base}\n"
+          f"  Health:                   {base}/health\n", flush=True)
+
+    stop.wait()
+    grace = settings.shutdown_grace_s
+    log.info("shutting down: waiting up to %.0fs for %d connection(s)", grace,
+             len(server.connections))
+    app.extensions["nexus.health"].draining = True
+    server.draining = True
+    server.close()  # stop accepting
+    for handler in list(server.connections):
+        handler.close_if_idle()
+    server.stop(timeout=grace)  # waits for busy handlers, then kills the rest
+    shutdown(app)
+    log.info("stopped")
+    return 0
+
+
+def _display_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,61 @@
+"""Shared fixtures: the fake upstream, the proxy as a real process, the proxy in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+from tests.support import InProcessProxy, ProxyProcess
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def upstream(fake_upstream_server):
+    """The fake Anthropic API, with an empty script and log."""
+    fake_upstream_server.reset()
+    yield fake_upstream_server
+    fake_upstream_server.reset()
+
+
+@pytest.fixture(scope="session")
+def shared_proxy(fake_upstream_server, tmp_path_factory):
+    proc = ProxyProcess(fake_upstream_server.base_url, tmp_path_factory.mktemp("proxy"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def proxy(shared_proxy, upstream):
+    """The proxy served by `python wsgi.py` (gevent), default settings, in front of the fake."""
+    shared_proxy.assert_alive()
+    return shared_proxy
+
+
+@pytest.fixture
+def start_proxy(fake_upstream_server, tmp_path):
+    """Start a proxy process with particular settings: `start_proxy(UPSTREAM_MAX_RETRIES="0")`."""
+    started: list[ProxyProcess] = []
+
+    def start(upstream_url: str | None = None, **settings: str) -> ProxyProcess:
+        proc = ProxyProcess(upstream_url or fake_upstream_server.base_url,
+                            tmp_path / f"proxy{len(started)}", settings)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def inproc(upstream):
+    """The app in this process (threaded werkzeug server): exposes the exchanges it ended."""
+    server = InProcessProxy(upstream.base_url)
+    yield server
+    server.stop()
