@@ -6,8 +6,9 @@
     ├── AuthenticationFailed        401 authentication_error
     ├── NotFound                    404 not_found_error
     ├── MethodNotAllowed            405 invalid_request_error
-    └── UpstreamError               502 api_error               (transport failure, bad gateway)
-        └── UpstreamTimeout         504 timeout_error
+    ├── UpstreamError               502 api_error               (transport failure, bad gateway)
+    │   └── UpstreamTimeout         504 timeout_error
+    └── ClientDisconnected          499 (nginx's code; nobody is left to read it)
 
 Every error renders in Anthropic's shape, `{"type":"error","error":{"type":…,"message":…}}`, so
 SDKs surface them like the API's own. Upstream error *responses* are not exceptions: they are
@@ -72,6 +73,11 @@ class UpstreamTimeout(UpstreamError):
     error_type = "timeout_error"
 
 
+class ClientDisconnected(NexusError):
+    status = 499
+    error_type = "client_disconnected"
+
+
 def error_body(error_type: str, message: str) -> bytes:
     """Anthropic's error JSON."""
     return json.dumps(
@@ -110,7 +116,9 @@ def init_app(app: Flask) -> None:
 
     def render(err: NexusError) -> Response:
         exchange = g.get("exchange")
-        if exchange is not None:
+        if exchange is not None and isinstance(err, ClientDisconnected):
+            exchange.disconnect(err.message)
+        elif exchange is not None:
             exchange.fail(err)
         return error_response(err, exchange.id if exchange is not None else None)
 

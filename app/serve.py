@@ -49,6 +49,14 @@ class Handler(WSGIHandler):
             if self.server.draining:
                 self.close_connection = True
 
+    def run_application(self):
+        super().run_application()
+        if self.close_connection and self.wsgi_input is not None:
+            # gevent would read and discard the rest of the body before closing: for a refused
+            # upload (413) that can be gigabytes. The connection is closing; skip it.
+            self.wsgi_input.content_length = self.wsgi_input.position
+            self.wsgi_input.chunked_input = False
+
     def get_environ(self):
         env = super().get_environ()
         env["RAW_URI"] = self.path

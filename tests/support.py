@@ -78,6 +78,20 @@ class ProxyProcess:
                     pass
         return out
 
+    def wait_record(self, since: int, timeout: float = 5.0, **match) -> dict:
+        """The first exchange log line after line number `since` with these field values."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[since:]:
+                if not line.startswith("{"):
+                    continue
+                record = json.loads(line)
+                if record.get("logger") == "nexus.exchange" and "outcome" in record and all(
+                        record.get(k) == v for k, v in match.items()):
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no exchange log line with {match}:\n{self.log_text()}")
+
     def exchange(self, request_id: str, timeout: float = 5.0) -> dict:
         """The exchange log line of one request, waiting for it to be written."""
         deadline = time.monotonic() + timeout

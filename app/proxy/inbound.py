@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.domain import normalise_domain
-from app.errors import InvalidRequest, RequestTooLarge
+from app.errors import ClientDisconnected, InvalidRequest, RequestTooLarge
 from app.proxy.exchange import COUNT_TOKENS, MESSAGES, OTHER, Exchange
 from app.usage.classify import classify_request
 
@@ -112,14 +112,27 @@ def read_body(environ: dict, max_bytes: int) -> bytes:
         want = _READ_SIZE if length is None else min(_READ_SIZE, length - received)
         if want <= 0:
             break
-        data = stream.read(want)
+        try:
+            data = stream.read(want)
+        except OSError as err:
+            if type(err).__name__ == "_InvalidClientInput":  # gevent: malformed chunked body
+                raise InvalidRequest(f"Malformed chunked request body: {err}") from None
+            raise _cut_short(length) from None
         if not data:
             break
         received += len(data)
         if received > max_bytes:
             raise _too_large(max_bytes)
         parts.append(data)
+    if length is not None and received < length:
+        raise _cut_short(length)
     return b"".join(parts)
+
+
+def _cut_short(length: int | None) -> ClientDisconnected:
+    announced = f" ({length} bytes announced)" if length is not None else ""
+    return ClientDisconnected(
+        f"client closed the connection before the whole body arrived{announced}")
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:

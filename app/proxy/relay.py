@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gevent
+from gevent.event import Event
 
 from app.errors import UpstreamError
 from app.proxy.exchange import Exchange
@@ -27,16 +28,17 @@ MAX_HELD_BYTES = 1 << 20
 
 
 class ClientWatch:
-    """Notices a client that hangs up while the proxy waits on a silent upstream.
+    """Notices a client that hangs up while the proxy waits on the upstream.
 
-    Without it a disconnect would only show at the next write, which on a quiet stream can be
-    minutes away while the upstream keeps generating (and billing) tokens.
+    Without it a disconnect would only show at the next write, which for a non-streaming call
+    or a quiet stream can be minutes away while the upstream keeps generating (and billing)
+    tokens. `gone` is an Event; `on_gone` registers what to cut once it is set.
     """
 
-    def __init__(self, client_socket: socket.socket, answer: UpstreamResponse):
-        self.gone = False
+    def __init__(self, client_socket: socket.socket):
+        self.gone = Event()
+        self._on_gone: Callable[[], None] | None = None
         self._socket = client_socket
-        self._answer = answer
         self._greenlet = gevent.spawn(self._watch)
 
     def _watch(self) -> None:
@@ -51,8 +53,14 @@ class ClientWatch:
                 break
         except OSError:
             pass
-        self.gone = True
-        self._answer.abort()
+        self.gone.set()
+        if self._on_gone is not None:
+            self._on_gone()
+
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        self._on_gone = callback
+        if self.gone.is_set():
+            callback()
 
     def stop(self) -> None:
         self._greenlet.kill(block=True)
@@ -109,7 +117,7 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
                 exchange.bytes_to_client += len(chunk)
                 fold.feed(chunk, at_ms)
             chunk = answer.read()
-        if watch is not None and watch.gone:
+        if watch is not None and watch.gone.is_set():
             raise ConnectionAbortedError("client gone")
         if held:  # the upstream ended on an unterminated event: pass it on as it is
             yield held
@@ -126,7 +134,7 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
         raise
     except TRANSPORT_ERRORS as err:
         settled = True
-        if watch is not None and watch.gone:
+        if watch is not None and watch.gone.is_set():
             exchange.disconnect("client closed the connection mid-answer")
             return
         failure = transport_error(err, "the next bytes of the answer")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
+
+import gevent
 from flask import Response
 
-from app.errors import REQUEST_ID_HEADER
+from app.errors import REQUEST_ID_HEADER, ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.fold import BodyFold, StreamFold
 from app.proxy.headers import client_response_headers, header_value, upstream_request_headers
 from app.proxy.relay import ClientWatch, RelayBody
-from app.proxy.upstream import Upstream
+from app.proxy.upstream import Upstream, UpstreamResponse
 
 # Non-SSE bodies are kept for the record up to this size; the client always gets all of it.
 RECORD_BODY_LIMIT = 32 << 20
@@ -31,7 +34,18 @@ class Proxy:
         Raises UpstreamError/UpstreamTimeout when no answer came (the caller ends the exchange).
         """
         headers = upstream_request_headers(exchange.request_headers)
-        answer = self.upstream.open(exchange, headers)
+        client_socket = environ.get("nexus.client_socket") or environ.get("gunicorn.socket")
+        if client_socket is None:  # a server that does not tell: disconnects show on write
+            watch = None
+            answer = self.upstream.open(exchange, headers)
+        else:
+            watch = ClientWatch(client_socket)
+            try:
+                answer = self._open_watched(exchange, headers, watch)
+            except BaseException:
+                watch.stop()
+                raise
+            watch.on_gone(answer.abort)
         exchange.first_byte_ms = round(exchange.elapsed_ms(), 3)
         exchange.upstream_status = answer.status
         exchange.response_headers = answer.headers
@@ -44,8 +58,6 @@ class Proxy:
         else:
             fold = BodyFold(exchange, encoding, RECORD_BODY_LIMIT)
 
-        client_socket = environ.get("nexus.client_socket") or environ.get("gunicorn.socket")
-        watch = ClientWatch(client_socket, answer) if is_sse and client_socket else None
         body = RelayBody(exchange, answer, fold, align_events=is_sse and not encoding,
                          watch=watch)
 
@@ -55,3 +67,27 @@ class Proxy:
             response.headers.add(name, value)
         response.headers[REQUEST_ID_HEADER] = exchange.id
         return response
+
+    def _open_watched(self, exchange: Exchange, headers: list[tuple[str, str]],
+                      watch: ClientWatch) -> UpstreamResponse:
+        """`upstream.open`, abandoned (connection closed) if the client hangs up meanwhile."""
+        opener = gevent.spawn(contextvars.copy_context().run, _outcome, self.upstream.open,
+                              exchange, headers)
+        gevent.wait([opener, watch.gone], count=1)
+        if not opener.ready():
+            opener.kill(block=True)  # urllib3 closes the half-used connection on the way out
+            raise ClientDisconnected("client closed the connection while waiting for the "
+                                     "upstream")
+        answer, error = opener.value
+        if error is not None:
+            raise error
+        return answer
+
+
+def _outcome(function, *args):
+    """(result, None) or (None, exception): a greenlet that raises gets its traceback printed
+    by gevent's hub, and these exceptions are expected."""
+    try:
+        return function(*args), None
+    except Exception as err:
+        return None, err

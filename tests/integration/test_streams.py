@@ -116,3 +116,34 @@ def test_sdk_sees_mid_stream_failure_as_an_error(proxy, upstream):
             for _ in stream:
                 pass
     assert "upstream" in str(info.value).lower()
+
+
+def test_client_gone_while_waiting_for_a_json_answer_closes_upstream(proxy, upstream):
+    upstream.script(Reply(delay_s=5))  # the upstream "thinks" before any header
+    mark = len(proxy.lines)
+    body = json.dumps({**BODY, "stream": False}).encode()
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"x-api-key: sk-ant-api03-waiting\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    received = upstream.wait_for(1)[0]
+    sock.close()
+    closed = time.monotonic()
+    assert received.wait_finished(timeout=6)
+    assert received.closed_at is not None and received.closed_at - closed < 1.0
+    assert not received.completed
+    proxy.wait_record(mark, outcome="ExchangeDisconnected", status="client_disconnected")
+
+
+def test_body_cut_short_is_never_forwarded(proxy, upstream):
+    mark = len(proxy.lines)
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Length: 1000\r\n\r\n" + b'{"model": "claude-sonnet-4-5", ')
+    time.sleep(0.2)
+    sock.close()
+    record = proxy.wait_record(mark, outcome="ExchangeDisconnected")
+    assert record["status"] == "client_disconnected"
+    assert "before the whole body arrived (1000 bytes announced)" in record["msg"]
+    assert upstream.received == []
+
