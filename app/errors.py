@@ -32,10 +32,13 @@ class NexusError(Exception):
     status = 500
     error_type = "api_error"
 
-    def __init__(self, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, headers: dict[str, str] | None = None,
+                 error_type: str | None = None):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        if error_type:  # e.g. an upstream's own mid-stream error type, kept as it said
+            self.error_type = error_type
 
 
 class InvalidRequest(NexusError):

@@ -66,16 +66,6 @@ class ClientWatch:
         self._greenlet.kill(block=True)
 
 
-class _UpstreamCut(Exception):
-    """The upstream stream ended before its message_stop."""
-
-    error_type = "api_error"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
 class RelayBody:
     """The response body: iterates `relay`, and still ends the exchange if never iterated."""
 
@@ -100,7 +90,7 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
           align_events: bool, watch: ClientWatch | None) -> Iterator[bytes]:
     """Yield the upstream body to the client, fold it on the side, end the exchange."""
     held = b""
-    failure: UpstreamError | _UpstreamCut | None = None
+    failure: UpstreamError | None = None
     settled = False  # the try block reached a verdict (done, disconnected or failure)
     try:
         chunk = answer.first_chunk
@@ -126,7 +116,7 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
             held = b""
         fold.finish(exchange.elapsed_ms())
         if isinstance(fold, StreamFold) and not fold.complete and not fold.error:
-            failure = _UpstreamCut("The upstream closed the stream before message_stop.")
+            failure = UpstreamError("The upstream closed the stream before message_stop.")
         settled = True
     except GeneratorExit:
         settled = True
@@ -149,8 +139,10 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
                           status=answer.status)
 
     if failure is None:
-        if fold.error:
-            exchange.fail(_fold_error(fold.error), status=answer.status)
+        if fold.error:  # the upstream's own `event: error`, already relayed
+            exchange.fail(UpstreamError(str(fold.error.get("message") or ""),
+                                        error_type=str(fold.error.get("type") or "api_error")),
+                          status=answer.status)
         else:
             exchange.complete()
         return
@@ -163,13 +155,3 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
             raise
     exchange.fail(failure, status=answer.status)
 
-
-class _FoldedError(Exception):
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-
-
-def _fold_error(error: dict) -> _FoldedError:
-    return _FoldedError(str(error.get("type") or "api_error"), str(error.get("message") or ""))

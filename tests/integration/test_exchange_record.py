@@ -80,7 +80,7 @@ def test_upstream_error_answer_is_recorded(inproc, upstream):
 
 def test_one_start_and_one_terminal_event_per_exchange(inproc, upstream):
     upstream.script(Reply(), ErrorReply(529), ErrorReply(529), ErrorReply(529),
-                    StreamFailure(after_events=2, mode="eof"))
+                    StreamFailure(after_events=2, mode="reset"))
     ids = [
         post(inproc, BODY),                                  # completed
         post(inproc, BODY),                                  # 529 after retries

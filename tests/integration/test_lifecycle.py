@@ -14,7 +14,7 @@ import requests
 from tests.fakes.upstream import Reply, text_block
 from tests.support import REPO
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+BODY = {"model": "claude-opus-4-8", "max_tokens": 64, "stream": True,
         "messages": [{"role": "user", "content": "Hi"}]}
 
 
@@ -71,7 +71,7 @@ def test_sigterm_cuts_streams_after_the_grace_period(start_proxy, upstream):
     def stream():
         try:
             requests.post(proxy.url + "/v1/messages", json=BODY, timeout=30,
-                          headers={"x-api-key": "sk-ant-api03-sigterm"}).content
+                          headers={"x-api-key": "sk-ant-api03-sigterm"})
         except requests.RequestException as err:
             outcome["error"] = err
 

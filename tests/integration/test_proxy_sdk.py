@@ -27,7 +27,7 @@ def client_for(proxy) -> anthropic.Anthropic:
 
 def test_messages_create(proxy, upstream):
     response = client_for(proxy).messages.with_raw_response.create(
-        model="claude-sonnet-4-5", max_tokens=64,
+        model="claude-opus-4-8", max_tokens=64,
         messages=[{"role": "user", "content": "Hello"}])
     message = response.parse()
     received = upstream.received[0]
@@ -47,7 +47,7 @@ def test_messages_create(proxy, upstream):
 
 def test_upstream_headers_reach_the_client(proxy, upstream):
     response = client_for(proxy).messages.with_raw_response.create(
-        model="claude-sonnet-4-5", max_tokens=64,
+        model="claude-opus-4-8", max_tokens=64,
         messages=[{"role": "user", "content": "Hello"}])
     received = upstream.received[0]
     sent = {k.lower(): v for k, v in received.response_headers}
@@ -70,7 +70,7 @@ def test_upstream_headers_reach_the_client(proxy, upstream):
 def test_stream_final_message_and_bytes(proxy, upstream, content, extra):
     reply = Reply(content=content, stop_reason="tool_use" if extra.get("tools") else "end_turn")
     upstream.script(reply)
-    kwargs = dict(model="claude-sonnet-4-5", max_tokens=4096,
+    kwargs = dict(model="claude-opus-4-8", max_tokens=4096,
                   messages=[{"role": "user", "content": "Go"}], **extra)
     with client_for(proxy).messages.stream(**kwargs) as stream:
         final = stream.get_final_message()
@@ -94,7 +94,7 @@ def test_stream_final_message_and_bytes(proxy, upstream, content, extra):
 
 def test_count_tokens(proxy, upstream):
     result = client_for(proxy).messages.count_tokens(
-        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "How many?"}])
+        model="claude-opus-4-8", messages=[{"role": "user", "content": "How many?"}])
     received = upstream.received[0]
     assert received.path == "/v1/messages/count_tokens"
     assert result.input_tokens == count_input_tokens(received.json)

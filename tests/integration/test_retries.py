@@ -9,7 +9,7 @@ import requests
 from tests.fakes.upstream import ErrorReply, Reply, Reset, Stall
 from tests.support import free_port
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 32,
+BODY = {"model": "claude-opus-4-8", "max_tokens": 32,
         "messages": [{"role": "user", "content": "Hi"}]}
 HEADERS = {"x-api-key": "sk-ant-api03-retrytest-0000000000", "anthropic-version": "2023-06-01"}
 

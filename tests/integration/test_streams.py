@@ -13,7 +13,7 @@ import requests
 
 from tests.fakes.upstream import Reply, StreamFailure, text_block
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
+BODY = {"model": "claude-opus-4-8", "max_tokens": 256, "stream": True,
         "messages": [{"role": "user", "content": "Tell me a long story"}]}
 LONG = Reply(content=[text_block("word " * 400)])
 
@@ -111,7 +111,7 @@ def test_sdk_sees_mid_stream_failure_as_an_error(proxy, upstream):
     upstream.script(StreamFailure(after_events=4, mode="reset"))
     client = anthropic.Anthropic(base_url=proxy.url, api_key="sk-ant-api03-x", max_retries=0)
     with pytest.raises(anthropic.APIStatusError) as info:
-        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+        with client.messages.stream(model="claude-opus-4-8", max_tokens=64,
                                     messages=[{"role": "user", "content": "Hi"}]) as stream:
             for _ in stream:
                 pass
@@ -139,7 +139,7 @@ def test_body_cut_short_is_never_forwarded(proxy, upstream):
     mark = len(proxy.lines)
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
     sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Content-Length: 1000\r\n\r\n" + b'{"model": "claude-sonnet-4-5", ')
+                 b"Content-Length: 1000\r\n\r\n" + b'{"model": "claude-opus-4-8", ')
     time.sleep(0.2)
     sock.close()
     record = proxy.wait_record(mark, outcome="ExchangeDisconnected")

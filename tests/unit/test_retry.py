@@ -1,5 +1,5 @@
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.proxy.retry import RetryPolicy, retry_after_seconds
 
@@ -10,7 +10,7 @@ def test_retry_after_forms():
     assert retry_after_seconds([("retry-after", "3")]) == 3.0
     assert retry_after_seconds([("Retry-After", "0.5")]) == 0.5
     assert retry_after_seconds([("retry-after-ms", "250"), ("retry-after", "9")]) == 0.25
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds([("retry-after", "Thu, 01 Jan 2026 12:00:04 GMT")], now) == 4.0
     assert retry_after_seconds([("retry-after", "garbage")]) is None
     assert retry_after_seconds([]) is None
