@@ -10,6 +10,9 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
     "proxy-connection", "proxy-authenticate", "proxy-authorization",
 })
+# Not hop-by-hop by the letter, but about this hop: the body is read before forwarding
+# (Expect: 100-continue is answered here), and Host and Content-Length are set anew.
+PER_HOP_REQUEST = frozenset({"host", "content-length", "expect"})
 CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key"})
 OAUTH_BETA = "oauth-2025-04-20"
 
@@ -33,7 +36,7 @@ def upstream_request_headers(
     drop_credentials: bool = False,
     add_betas: Iterable[str] = (),
 ) -> Headers:
-    """What goes upstream: the client's headers minus hop-by-hop, Host and Content-Length.
+    """What goes upstream: the client's headers minus hop-by-hop, Host, Content-Length, Expect.
 
     `drop_credentials` removes the client's own key when the proxy supplies one; `add_betas`
     are appended to the client's `anthropic-beta` list, never replacing it.
@@ -43,7 +46,7 @@ def upstream_request_headers(
     out: Headers = []
     for name, value in client_headers:
         lower = name.lower()
-        if _is_hop_by_hop(lower, extra) or lower in ("host", "content-length"):
+        if _is_hop_by_hop(lower, extra) or lower in PER_HOP_REQUEST:
             continue
         if drop_credentials and lower in CLIENT_CREDENTIALS:
             continue

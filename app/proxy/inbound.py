@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from app.domain import normalise_domain
 from app.errors import ClientDisconnected, InvalidRequest, RequestTooLarge
@@ -36,7 +36,6 @@ def raw_target(environ: dict) -> tuple[str, str]:
     """Path and query exactly as on the request line (still percent-encoded)."""
     target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not target:
-        from urllib.parse import quote
         path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
         return path, environ.get("QUERY_STRING", "")
     if not target.startswith("/"):  # absolute-form target: keep only path and query

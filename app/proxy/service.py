@@ -58,8 +58,11 @@ class Proxy:
         else:
             fold = BodyFold(exchange, encoding, RECORD_BODY_LIMIT)
 
-        body = RelayBody(exchange, answer, fold, align_events=is_sse and not encoding,
-                         watch=watch)
+        if exchange.method == "HEAD" or answer.status < 200 or answer.status in (204, 304):
+            body = _bodiless(exchange, answer, fold, watch)  # nothing will be iterated
+        else:
+            body = RelayBody(exchange, answer, fold, align_events=is_sse and not encoding,
+                             watch=watch)
 
         response = Response(body, status=answer.status, direct_passthrough=True)
         response.headers.clear()  # no defaults of Flask's: exactly the upstream's headers
@@ -82,6 +85,17 @@ class Proxy:
         if error is not None:
             raise error
         return answer
+
+
+def _bodiless(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyFold,
+              watch: ClientWatch | None) -> list[bytes]:
+    """End an exchange whose answer has no body by definition (HEAD, 1xx, 204, 304)."""
+    if watch is not None:
+        watch.stop()
+    answer.close()
+    fold.finish(exchange.elapsed_ms())
+    exchange.complete()
+    return []
 
 
 def _outcome(function, *args):

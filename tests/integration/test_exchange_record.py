@@ -10,6 +10,7 @@ import requests
 
 from tests.fakes.upstream import (
     ErrorReply,
+    RawReply,
     Reply,
     StreamFailure,
     build_message,
@@ -98,3 +99,18 @@ def test_one_start_and_one_terminal_event_per_exchange(inproc, upstream):
     kinds = {e.exchange.id: type(e).__name__ for e in inproc.ended}
     assert [kinds[i] for i in ids] == ["ExchangeCompleted", "ExchangeCompleted",
                                        "ExchangeFailed", "ExchangeFailed", "ExchangeCompleted"]
+
+
+def test_bodiless_answers_complete(inproc, upstream):
+    upstream.script(RawReply(204, [("request-id", "req_empty")], b""),
+                    RawReply(200, [("content-type", "application/json"),
+                                   ("content-length", "0")], b""))
+    deleted = requests.delete(inproc.url + "/v1/files/file_123", timeout=10,
+                              headers={"x-api-key": KEY})
+    head = requests.head(inproc.url + "/v1/models", timeout=10, headers={"x-api-key": KEY})
+    assert deleted.status_code == 204 and deleted.headers["request-id"] == "req_empty"
+    assert head.status_code == 200 and head.content == b""
+    for response in (deleted, head):
+        ended = inproc.ended_for(response.headers["x-nexus-request-id"])
+        assert type(ended).__name__ == "ExchangeCompleted"
+    assert [r.method for r in upstream.received] == ["DELETE", "HEAD"]

@@ -113,3 +113,19 @@ def test_health_endpoints(proxy):
     assert health["status"] in ("ok", "degraded")
     assert health["version"]
     assert health["in_flight"] == 0
+
+
+def test_expect_100_continue_is_answered_by_the_proxy(proxy, upstream):
+    body = b'{"model": "m", "max_tokens": 1, "messages": [], "pad": "' + b"p" * 4000 + b'"}'
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    received = upstream.received[0]
+    assert received.body == body
+    assert received.header("expect") is None
