@@ -113,6 +113,9 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
           f"  Health:                   {base}/health\n", flush=True)
 
     stop.wait()
+    # A second signal (a second Ctrl-C) cuts what is still running instead of waiting.
+    gevent.signal_handler(signal.SIGTERM, _cut, server)
+    gevent.signal_handler(signal.SIGINT, _cut, server)
     grace = settings.shutdown_grace_s
     log.info("shutting down: waiting up to %.0fs for %d connection(s)", grace,
              len(server.connections))
@@ -125,6 +128,11 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     shutdown(app)
     log.info("stopped")
     return 0
+
+
+def _cut(server: Server) -> None:
+    log.warning("second signal: cutting %d in-flight connection(s)", len(server.connections))
+    server.pool.kill(block=False)
 
 
 def _display_host(host: str) -> str:

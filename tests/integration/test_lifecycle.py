@@ -84,3 +84,38 @@ def test_sigterm_cuts_streams_after_the_grace_period(start_proxy, upstream):
     assert 0.9 <= time.monotonic() - started < 6
     thread.join(timeout=10)
     assert isinstance(outcome.get("error"), requests.RequestException)  # cut, not completed
+
+
+def test_second_signal_cuts_at_once(start_proxy, upstream):
+    proxy = start_proxy(SHUTDOWN_GRACE_S="60")
+    upstream.script(Reply(content=[text_block("slow " * 200)], event_delay_s=0.5))
+    thread = threading.Thread(target=_swallow, args=(proxy,))
+    thread.start()
+    upstream.wait_for(1)
+    started = time.monotonic()
+    proxy.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proxy.proc.poll() is None  # still draining the stream
+    proxy.proc.send_signal(signal.SIGINT)
+    assert proxy.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 5
+    thread.join(timeout=10)
+
+
+def _swallow(proxy):
+    try:
+        requests.post(proxy.url + "/v1/messages", json=BODY, timeout=30,
+                      headers={"x-api-key": "sk-ant-api03-sigint"})
+    except requests.RequestException:
+        pass
+
+
+def test_env_file_option(tmp_path):
+    settings = tmp_path / "elsewhere.env"
+    settings.write_text("PORT=99999\n")
+    result = subprocess.run([sys.executable, str(REPO / "wsgi.py"), "--env-file", str(settings)],
+                            cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PORT"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("error: invalid setting PORT='99999': expected a number "
+                                     "between 1 and 65535")
