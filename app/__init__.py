@@ -11,12 +11,12 @@ from app.config import load_settings
 
 
 def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = ".env") -> Flask:
-    """Build the application: settings, logging, event bus, proxy, health, error handlers.
+    """Build the application: settings, logging, event bus, errors, health, auth, proxy.
 
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import errors, health, proxy
+    from app import auth, errors, health, proxy
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -31,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
 
     errors.init_app(app)
     health.init_app(app)
+    auth.init_app(app)
     proxy.init_app(app)
     return app
 

@@ -92,6 +92,28 @@ def _host(raw: str) -> str:
     return value
 
 
+def _path(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a folder path")
+    return value
+
+
+def _token(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("expected a value without spaces")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ValueError("expected sqlite:///path or postgresql://user@host/db")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", _host,
             "Listen address (the Docker image uses `0.0.0.0`)."),
@@ -104,6 +126,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPSTREAM_MAX_RETRIES", "2", _integer(0, 10),
             "Retries of connection errors, timeouts and 429/500/502/503/504/529 answers before "
             "the first byte reaches the client."),
+    Setting("CREDENTIALS_DIR", "./credentials", _path,
+            "Folder of per-domain credential files `<domain>.credentials.json` (see "
+            "Credentials)."),
+    Setting("ENABLE_CLIENT_AUTH", "false", _boolean,
+            "Require callers to present their domain's `client_api_key`."),
+    Setting("CLAUDE_OAUTH_CLIENT_ID", "9d1c250a-e61b-44d9-88ed-5944d1962f5e", _token,
+            "OAuth client id used to refresh and obtain tokens (Claude Code's public id)."),
+    Setting("CLAUDE_OAUTH_TOKEN_URL", "https://console.anthropic.com/v1/oauth/token", _http_url,
+            "OAuth token endpoint."),
+    Setting("DATABASE_URL", "sqlite:///data/nexus.db", _database_url,
+            "`sqlite:///path` or `postgresql://…`. Today only a PostgreSQL URL is used: OAuth "
+            "refreshes then also take an advisory lock there, for processes on several "
+            "machines; storage arrives later."),
     Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),

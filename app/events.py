@@ -49,6 +49,15 @@ class ExchangeDisconnected(ExchangeEnded):
     """The client went away before the answer was complete."""
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthRefreshFailed:
+    """A domain's OAuth token could not be refreshed; its requests get 401 until it can."""
+
+    domain: str
+    account_id: str | None
+    reason: str
+
+
 Subscriber = Callable[[Any], None]
 
 

@@ -86,6 +86,7 @@ class ExchangeLog:
         target = x.path + (f"?{x.query}" if x.query else "")
         fields = {
             "request_id": x.id, "method": x.method, "path": target, "domain": x.domain,
+            "account_id": x.account_id, "auth_mode": x.auth_mode,
             "status": x.status, "model": x.model, "stream": x.stream,
             "request_type": x.request_type, "attempts": len(x.attempts),
             "duration_ms": x.duration_ms, "first_byte_ms": x.first_byte_ms,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.proxy.retry import RetryPolicy
-from app.proxy.service import Proxy
-from app.proxy.upstream import Upstream
-
 
 def init_app(app: Flask) -> None:
     """Create the process's Proxy (and its upstream pool) and register the routes."""
+    # Imported here, not at module level: `app.auth` uses `app.proxy.headers`, and importing
+    # that must not drag in the service, which in turn needs `app.auth`.
+    from app.proxy.retry import RetryPolicy
+    from app.proxy.service import Proxy
+    from app.proxy.upstream import Upstream
     from app.proxy.views import bp
 
     settings = app.config["NEXUS_SETTINGS"]

@@ -53,6 +53,8 @@ class Exchange:
     kind: str = OTHER
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started: float = field(default_factory=time.monotonic, repr=False)
+    account_id: str | None = None
+    auth_mode: str | None = None         # passthrough or domain_credential
     client_addr: str | None = None
     user_agent: str | None = None
     session_id: str | None = None

@@ -7,6 +7,7 @@ import contextvars
 import gevent
 from flask import Response
 
+from app.auth.access import Authorisation
 from app.errors import REQUEST_ID_HEADER, ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.fold import BodyFold, StreamFold
@@ -28,12 +29,15 @@ class Proxy:
     def stop(self) -> None:
         self.upstream.close()
 
-    def forward(self, exchange: Exchange, environ: dict) -> Response:
+    def forward(self, exchange: Exchange, environ: dict, authorisation: Authorisation
+                ) -> Response:
         """Send the exchange upstream and return the response that relays the answer.
 
         Raises UpstreamError/UpstreamTimeout when no answer came (the caller ends the exchange).
         """
-        headers = upstream_request_headers(exchange.request_headers)
+        headers = upstream_request_headers(
+            exchange.request_headers, drop_credentials=authorisation.drop_client_credentials,
+            add_betas=authorisation.add_betas) + authorisation.credential_headers
         client_socket = environ.get("nexus.client_socket") or environ.get("gunicorn.socket")
         if client_socket is None:  # a server that does not tell: disconnects show on write
             watch = None

@@ -40,8 +40,10 @@ def is_timeout(err: BaseException) -> bool:
 def transport_error(err: BaseException, waiting_for: str) -> UpstreamError:
     """Our error for a transport failure: 504 for timeouts, 502 for the rest."""
     if is_timeout(err):
-        return UpstreamTimeout(f"The upstream did not answer in time ({waiting_for}).")
-    return UpstreamError(f"The upstream could not be reached ({type(err).__name__}: {err}).")
+        return UpstreamTimeout(f"The upstream did not answer in time (waiting for {waiting_for}).")
+    reason = str(err)[:300] or type(err).__name__
+    return UpstreamError(f"The upstream connection failed while waiting for {waiting_for}: "
+                         f"{reason}")
 
 
 @dataclass(eq=False)

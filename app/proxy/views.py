@@ -22,8 +22,15 @@ def forward(subpath: str) -> Response:
     g.exchange = exchange  # the error handler ends it if anything below raises
     request_id_var.set(exchange.id)
     exchange.start()
+    access = current_app.extensions["nexus.access"]
+    credential = access.admit(exchange.domain, exchange.request_headers)  # before the body
     load_request(exchange, request.environ, settings.max_request_bytes)
-    return current_app.extensions["nexus.proxy"].forward(exchange, request.environ)
+    authorisation = access.authorise(exchange.domain, exchange.request_headers,
+                                     exchange.request_json, credential)
+    exchange.account_id = authorisation.account_id
+    exchange.auth_mode = authorisation.mode
+    return current_app.extensions["nexus.proxy"].forward(exchange, request.environ,
+                                                         authorisation)
 
 
 @bp.route("/v1/<path:subpath>", methods=["OPTIONS"])

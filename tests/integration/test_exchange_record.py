@@ -87,7 +87,9 @@ def test_one_start_and_one_terminal_event_per_exchange(inproc, upstream):
         post(inproc, BODY),                                  # 529 after retries
         requests.post(inproc.url + "/v1/messages", data=b"{", timeout=10),  # invalid JSON
         post(inproc, {**BODY, "stream": True}),              # failed mid-stream
-        requests.get(inproc.url + "/v1/models", timeout=10),  # light row
+        requests.get(inproc.url + "/v1/models", timeout=10,  # light row
+                     headers={"x-api-key": KEY}),
+        requests.get(inproc.url + "/v1/models", timeout=10),  # no credentials: 401
     ]
     ids = [r.headers["x-nexus-request-id"] for r in ids]
     for request_id in ids:
@@ -98,7 +100,8 @@ def test_one_start_and_one_terminal_event_per_exchange(inproc, upstream):
     assert set(started.values()) == set(ended.values()) == {1}
     kinds = {e.exchange.id: type(e).__name__ for e in inproc.ended}
     assert [kinds[i] for i in ids] == ["ExchangeCompleted", "ExchangeCompleted",
-                                       "ExchangeFailed", "ExchangeFailed", "ExchangeCompleted"]
+                                       "ExchangeFailed", "ExchangeFailed", "ExchangeCompleted",
+                                       "ExchangeFailed"]
 
 
 def test_bodiless_answers_complete(inproc, upstream):

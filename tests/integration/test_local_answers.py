@@ -8,6 +8,7 @@ import socket
 import requests
 
 ERROR_KEYS = {"type", "error"}
+KEY = "sk-ant-api03-local-answers-0000"
 
 
 def assert_anthropic_error(response, status, error_type):
@@ -42,7 +43,7 @@ def test_oversized_body_is_413_without_reading_it(start_proxy, upstream):
 
     response = requests.post(proxy.url + "/v1/messages", data=chunks(), timeout=10)
     assert_anthropic_error(response, 413, "request_too_large")
-    ok = requests.post(proxy.url + "/v1/messages", timeout=10,
+    ok = requests.post(proxy.url + "/v1/messages", timeout=10, headers={"x-api-key": KEY},
                        json={"model": "m", "max_tokens": 1, "messages": []})
     assert ok.status_code == 200
     assert len(upstream.received) == 1
@@ -83,7 +84,7 @@ def test_cors_preflight_answered_locally(proxy, upstream):
         "x-api-key, anthropic-version, content-type")
     assert upstream.received == []
     answer = requests.post(proxy.url + "/v1/messages", timeout=10,
-                           headers={"Origin": "https://app.example"},
+                           headers={"Origin": "https://app.example", "x-api-key": KEY},
                            json={"model": "m", "max_tokens": 1, "messages": []})
     assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "x-nexus-request-id" in answer.headers["Access-Control-Expose-Headers"]
@@ -119,6 +120,7 @@ def test_expect_100_continue_is_answered_by_the_proxy(proxy, upstream):
     body = b'{"model": "m", "max_tokens": 1, "messages": [], "pad": "' + b"p" * 4000 + b'"}'
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"x-api-key: sk-ant-api03-expect-test\r\n"
                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(body)
