@@ -6,19 +6,30 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean postgres-server
 
 install: $(DEV_DEPS)
 
 run: $(RUN_DEPS)
 	$(BIN)/python wsgi.py
 
-test: $(DEV_DEPS)
+test: $(DEV_DEPS) postgres-server
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_DEPS)
 	$(BIN)/ruff check .
+
+# The suite starts its own throwaway PostgreSQL from the server binaries (tests/pg.py).
+postgres-server:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "error: the PostgreSQL server is not installed: apt-get install postgresql" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

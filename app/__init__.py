@@ -11,12 +11,12 @@ from app.config import load_settings
 
 
 def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = ".env") -> Flask:
-    """Build the application: settings, logging, event bus, errors, health, auth, proxy.
+    """Build the application: settings, logging, event bus, errors, health, auth, proxy, CLI.
 
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import auth, errors, health, proxy
+    from app import auth, cli, errors, health, proxy
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     health.init_app(app)
     auth.init_app(app)
     proxy.init_app(app)
+    cli.init_app(app)
     return app
 
 

@@ -88,6 +88,7 @@ class Server(WSGIServer):
 def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     from app import shutdown
+    from app.auth import log_credential_states
 
     settings = app.config["NEXUS_SETTINGS"]
     host = host or settings.host
@@ -105,6 +106,7 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
     server.start()
+    log_credential_states(app)
     base = f"http://{_display_host(host)}:{server.server_port}"
     log.info("Claude Nexus Proxy %s listening on %s, forwarding to %s", __version__, base,
              settings.claude_api_base_url)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes.oauth import FakeOAuth
 from tests.fakes.upstream import FakeUpstream
+from tests.pg import PostgresCluster
 from tests.support import InProcessProxy, ProxyProcess
 
 
@@ -59,3 +61,19 @@ def inproc(upstream):
     server = InProcessProxy(upstream.base_url)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def oauth_endpoint():
+    """The fake Claude OAuth token endpoint (rotating, single-use refresh tokens)."""
+    fake = FakeOAuth().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """A PostgreSQL server of the suite's own, started once."""
+    cluster = PostgresCluster().start()
+    yield cluster.dsn
+    cluster.stop()

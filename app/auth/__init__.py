@@ -22,7 +22,16 @@ def init_app(app: Flask) -> None:
     refresher = TokenRefresher(store, endpoint, app.extensions["nexus.events"].publish,
                                lock_dsn=_postgres_dsn(settings.database_url))
     app.extensions["nexus.access"] = Access(store, refresher, settings.enable_client_auth)
-    for state in credential_states(store):
+
+
+def log_credential_states(app: Flask) -> None:
+    """One line per credential file, when a server starts (not on every CLI command)."""
+    store = app.extensions["nexus.access"].store
+    states = credential_states(store)
+    if not states:
+        log.info("credentials: no files in %s; every domain is in passthrough mode",
+                 store.directory)
+    for state in states:
         log.info("credentials: %s", state.line())
 
 

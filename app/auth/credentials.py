@@ -8,10 +8,12 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.auth.locks import FileLock
 from app.errors import AuthenticationFailed
 
 SUFFIX = ".credentials.json"
@@ -114,6 +116,22 @@ class CredentialStore:
         check_domain_name(domain)
         return self.directory / f"{domain}{SUFFIX}"
 
+    def lock_path(self, domain: str) -> Path:
+        """The lock file every writer of the domain's file holds (refresh, CLI)."""
+        check_domain_name(domain)
+        return self.directory / f".{domain}.lock"
+
+    def update(self, domain: str, change: Callable[[dict], dict]) -> Credential:
+        """Rewrite the domain's file under its lock: `change` gets the current data (or {})."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with FileLock(self.lock_path(domain)):
+            path = self.path_for(domain)
+            data: dict = {}
+            if path.exists():
+                current = self.reload(domain)
+                data = dict(current.data) if current is not None else {}
+            return self.write(domain, change(data))
+
     def get(self, domain: str) -> Credential | None:
         """The domain's credential, None without a file; raises CredentialError if unusable."""
         path = self.path_for(domain)
@@ -159,7 +177,7 @@ class CredentialStore:
     def write(self, domain: str, data: dict[str, Any]) -> Credential:
         """Replace the domain's file atomically (temp file + rename), readable by owner only."""
         path = self.path_for(domain)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=f".{domain}.", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

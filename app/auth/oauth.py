@@ -175,8 +175,7 @@ class TokenRefresher:
 
     @contextlib.contextmanager
     def _process_locks(self, domain: str):
-        lock_file = self.store.directory / f".{domain}.refresh.lock"
-        with FileLock(lock_file):
+        with FileLock(self.store.lock_path(domain)):
             if self.lock_dsn:
                 with AdvisoryLock(self.lock_dsn, f"oauth-refresh:{domain}"):
                     yield
