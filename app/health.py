@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, current_app, jsonify
 
-from app.events import EventBus, ExchangeEnded
+from app.events import EventBus, ExchangeEnded, ExchangeStarted
 from app.version import __version__
 
 bp = Blueprint("health", __name__)
@@ -25,12 +25,10 @@ class HealthState:
         self._lock = threading.Lock()
 
     def subscribe(self, bus: EventBus) -> None:
-        from app.events import ExchangeStarted
-
         bus.subscribe(ExchangeStarted, self._on_started)
         bus.subscribe(ExchangeEnded, self._on_ended)
 
-    def _on_started(self, event) -> None:
+    def _on_started(self, event: ExchangeStarted) -> None:
         with self._lock:
             self.in_flight += 1
 

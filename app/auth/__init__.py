@@ -30,7 +30,7 @@ def log_credential_states(app: Flask) -> None:
     states = credential_states(store)
     if not states:
         log.info("credentials: no files in %s; every domain is in passthrough mode",
-                 store.directory)
+                 store.directory.resolve())
     for state in states:
         log.info("credentials: %s", state.line())
 
