@@ -16,7 +16,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import auth, cli, errors, health, proxy
+    from app import auth, cli, errors, health, proxy, storage
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -32,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     errors.init_app(app)
     health.init_app(app)
     auth.init_app(app)
+    storage.init_app(app)
     proxy.init_app(app)
     cli.init_app(app)
     return app
@@ -39,4 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
 
 def shutdown(app: Flask) -> None:
     """Stop the background owners in reverse order of creation (after serving has stopped)."""
+    from app import storage
+
     app.extensions["nexus.proxy"].stop()
+    storage.close(app)

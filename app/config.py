@@ -136,9 +136,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLAUDE_OAUTH_TOKEN_URL", "https://console.anthropic.com/v1/oauth/token", _http_url,
             "OAuth token endpoint."),
     Setting("DATABASE_URL", "sqlite:///data/nexus.db", _database_url,
-            "`sqlite:///path` or `postgresql://…`. Today only a PostgreSQL URL is used: OAuth "
-            "refreshes then also take an advisory lock there, for processes on several "
-            "machines; storage arrives later."),
+            "`sqlite:///path` (relative to the working directory) or `postgresql://…`."),
+    Setting("DATABASE_POOL_SIZE", "10", _integer(1, 1000),
+            "PostgreSQL connections per process."),
     Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),

@@ -30,6 +30,12 @@ class Handler(WSGIHandler):
     busy = False
 
     def handle(self):
+        try:
+            # Headers, each chunk and the last chunk are separate writes: with Nagle's algorithm
+            # every write after the first waits for the client's delayed ACK (~40 ms).
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket)
         self.server.connections.add(self)
         try:
             super().handle()
@@ -89,10 +95,17 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     from app import shutdown
     from app.auth import log_credential_states
+    from app.storage import upgrade_on_start
+    from app.storage.database import StorageError
 
     settings = app.config["NEXUS_SETTINGS"]
     host = host or settings.host
     port = port or settings.port
+    try:
+        upgrade_on_start(app)  # before listening: no client meets a half-built schema
+    except StorageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     try:
         # A pool (unbounded) rather than bare spawning, so that stop() can wait for it.
         server = Server((host, port), app, spawn=Pool(), log=None,

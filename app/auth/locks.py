@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+import gevent
+
 POLL_S = 0.02
 
 
@@ -69,8 +71,10 @@ class AdvisoryLock:
     def __enter__(self) -> AdvisoryLock:
         import psycopg2
 
-        conn = psycopg2.connect(self.dsn, connect_timeout=10,
-                                application_name="claude-nexus-lock")
+        # libpq's connect_timeout is not enforced once psycopg2 waits through gevent.
+        with gevent.Timeout(10, LockTimeout(f"PostgreSQL did not answer for {self.name}")):
+            conn = psycopg2.connect(self.dsn, connect_timeout=10,
+                                    application_name="claude-nexus-lock")
         conn.autocommit = True
         deadline = time.monotonic() + self.timeout
         try:

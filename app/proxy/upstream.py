@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
+import os
 import socket
 import time
 import urllib.request
@@ -84,20 +84,19 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self.policy = policy
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        # Answers carry cookies (Cloudflare's); a shared jar would hand them to other clients.
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        # Environment proxies are honoured but read once, not on every request.
+        # The adapter alone, not a Session: a Session would keep the answers' cookies (and could
+        # hand them to other clients), follow redirects and run hooks — work we never want.
+        self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        # A corporate CA bundle and proxies from the environment are honoured, read once.
+        self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") \
+            or True
         self.proxies = {k: v for k, v in urllib.request.getproxies().items()
                         if k in ("http", "https")}
         if urllib.request.proxy_bypass(self.base_url.split("://", 1)[1].split("/", 1)[0]):
             self.proxies = {}
 
     def close(self) -> None:
-        self.session.close()
+        self.adapter.close()
 
     def open(self, exchange: Exchange, headers: list[tuple[str, str]]) -> UpstreamResponse:
         """Send the exchange's request; retry transport failures and retryable statuses.
@@ -137,10 +136,9 @@ class Upstream:
             waited += delay
 
     def _attempt(self, exchange: Exchange, headers: list[tuple[str, str]]) -> UpstreamResponse:
-        response = self.session.send(
-            self._prepare(exchange, headers),
-            stream=True, timeout=self.timeout, allow_redirects=False, proxies=self.proxies,
-        )
+        response = self.adapter.send(self._prepare(exchange, headers), stream=True,
+                                     timeout=self.timeout, verify=self.verify,
+                                     proxies=self.proxies)
         try:
             first = response.raw.read1(READ_SIZE)
         except BaseException:
@@ -151,8 +149,8 @@ class Upstream:
 
     def _prepare(self, exchange: Exchange, headers: list[tuple[str, str]]
                  ) -> requests.PreparedRequest:
-        # Built by hand: Session.prepare_request would re-quote the URL, add default headers,
-        # netrc credentials and stored cookies — the upstream must get what the client sent.
+        # Built by hand: requests would re-quote the URL and add default headers and netrc
+        # credentials — the upstream must get what the client sent.
         merged: CaseInsensitiveDict = CaseInsensitiveDict()
         for name, value in headers:
             if name in merged:
@@ -171,6 +169,4 @@ class Upstream:
                                                         else "")
         prepared.headers = merged
         prepared.body = body or None
-        prepared.hooks = {"response": []}
-        prepared._cookies = None
         return prepared

@@ -119,3 +119,28 @@ def test_env_file_option(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip() == ("error: invalid setting PORT='99999': expected a number "
                                      "between 1 and 65535")
+
+
+def test_server_applies_migrations_before_listening(start_proxy, tmp_path):
+    import sqlite3
+
+    proxy = start_proxy()
+    database = tmp_path / "proxy0" / "data" / "nexus.db"  # the default, in the working folder
+    tables = {row[0] for row in sqlite3.connect(database).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"requests", "request_chunks", "ratelimit_samples", "dashboard_users"} <= tables
+    assert any("schema" in r.get("msg", "") or "applied" in r.get("msg", "")
+               for r in proxy.records() if r.get("logger") == "app.storage")
+
+
+def test_unreachable_database_stops_startup_with_one_line(tmp_path):
+    from tests.support import free_port
+
+    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x",
+           "PORT": str(free_port())}
+    result = subprocess.run([sys.executable, str(REPO / "wsgi.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr

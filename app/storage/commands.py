@@ -1,0 +1,80 @@
+"""`flask --app wsgi db …`: apply, roll back and list the schema migrations.
+
+Every failure (database unreachable, bad URL, failed migration) is one line and exit 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+import peewee
+from flask import current_app
+
+from app.storage import schema
+from app.storage.database import StorageError, describe, storage_errors
+from app.storage.partitions import ensure_partitions
+
+db = click.Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
+                            "migrations.")
+
+
+def _database() -> peewee.Database:
+    return current_app.extensions["nexus.db"]
+
+
+@contextmanager
+def _reported(database: peewee.Database, doing: str) -> Iterator[None]:
+    """One connection for the command; any storage failure becomes click's one-line error."""
+    try:
+        with storage_errors(database, doing), database.connection_context():
+            yield
+    except StorageError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@db.command("upgrade")
+def upgrade() -> None:
+    """Apply pending migrations; on PostgreSQL also create the coming months' partitions."""
+    database = _database()
+    with _reported(database, "upgrade"):
+        applied = schema.upgrade(database)
+        created = ensure_partitions(database)
+        current = schema.status(database)[0]
+    if applied:
+        click.echo(f"Applied {', '.join(applied)} to {describe(database)}.")
+    else:
+        click.echo(f"{describe(database)} is up to date "
+                   f"({current[-1] if current else 'no migrations'}).")
+    if created:
+        click.echo(f"Created partitions {', '.join(created)}.")
+
+
+@db.command("downgrade")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many of the latest migrations to roll back.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def downgrade(steps: int, yes: bool) -> None:
+    """Roll back the latest migrations; the tables they created are dropped with their rows."""
+    database = _database()
+    if not yes:
+        click.confirm(f"Roll back {steps} migration(s) of {describe(database)}, dropping the "
+                      "tables they created and every row in them?", abort=True)
+    with _reported(database, "downgrade"):
+        rolled_back = schema.downgrade(database, steps)
+    if rolled_back:
+        click.echo(f"Rolled back {', '.join(rolled_back)} on {describe(database)}.")
+    else:
+        click.echo(f"Nothing to roll back on {describe(database)}.")
+
+
+@db.command("status")
+def status() -> None:
+    """List the applied and the pending migrations."""
+    database = _database()
+    with _reported(database, "read"):
+        applied, pending = schema.status(database)
+    click.echo(f"Database: {describe(database)}")
+    click.echo(f"Applied: {', '.join(applied) or 'none'}")
+    click.echo(f"Pending: {', '.join(pending) or 'none'}")

@@ -1,0 +1,1 @@
+"""The proxy's benchmark: see bench/README.md; run it with bench/run."""
