@@ -106,6 +106,13 @@ def _token(raw: str) -> str:
     return value
 
 
+def _optional_secret(raw: str) -> str | None:
+    value = raw.strip()
+    if value and len(value) < 16:
+        raise ValueError("expected at least 16 characters (or nothing)")
+    return value or None
+
+
 def _database_url(raw: str) -> str:
     value = raw.strip()
     scheme = value.split("://", 1)[0] if "://" in value else ""
@@ -139,6 +146,23 @@ SETTINGS: tuple[Setting, ...] = (
             "`sqlite:///path` (relative to the working directory) or `postgresql://…`."),
     Setting("DATABASE_POOL_SIZE", "10", _integer(1, 1000),
             "PostgreSQL connections per process."),
+    Setting("STORAGE_BATCH_SIZE", "200", _integer(1, 10000),
+            "The batch writer inserts when this many rows are queued..."),
+    Setting("STORAGE_BATCH_INTERVAL_MS", "250", _integer(1, 60000),
+            "...or when the oldest queued row has waited this long (milliseconds)."),
+    Setting("STORAGE_QUEUE_MAX", "10000", _integer(1),
+            "Rows held in memory; beyond them, and while the database fails, rows go to the "
+            "spool."),
+    Setting("SPOOL_DIR", "./data/spool", _path,
+            "Folder of the spool: JSON-lines files of rows not yet written, replayed in order "
+            "once the database answers."),
+    Setting("STORE_STREAMING_CHUNKS", "true", _boolean,
+            "Keep every SSE event of a streamed answer, with its arrival offset."),
+    Setting("RETENTION_DAYS", "0", _integer(0),
+            "Rows older than this many days are purged daily (0 keeps everything)."),
+    Setting("DASHBOARD_API_KEY", "", _optional_secret,
+            "Key for `/api/*` (`Authorization: Bearer` or `X-Dashboard-Key`). Unset: `/api/*` "
+            "answers loopback clients only."),
     Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),
