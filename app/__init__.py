@@ -11,12 +11,13 @@ from app.config import load_settings
 
 
 def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = ".env") -> Flask:
-    """Build the application: settings, logging, event bus, errors, health, auth, proxy, CLI.
+    """Build the application: settings, logging, event bus, errors, health, auth, storage (the
+    database and the batch writer, not started), proxy, CLI.
 
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import auth, cli, errors, health, proxy, storage
+    from app import api, auth, cli, errors, health, proxy, storage
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -34,12 +35,15 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     auth.init_app(app)
     storage.init_app(app)
     proxy.init_app(app)
+    api.init_app(app)
     cli.init_app(app)
     return app
 
 
 def shutdown(app: Flask) -> None:
-    """Stop the background owners in reverse order of creation (after serving has stopped)."""
+    """Stop the background owners in reverse order of creation (after serving has stopped):
+    the upstream pool, then the writer (queued rows to the database, or to the spool past its
+    drain deadline), then the database connections."""
     from app import storage
 
     app.extensions["nexus.proxy"].stop()

@@ -1,4 +1,5 @@
-"""Health endpoints (SPEC §9.3) and what they report: upstream as last seen, draining state."""
+"""Health endpoints (SPEC §9.3) and what they report: upstream as last seen, the storage
+writer, draining state."""
 
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ class HealthState:
 
     def report(self) -> dict:
         upstream = self.upstream_last
+        writer = current_app.extensions["nexus.writer"]
         status = "ok"
         if self.draining:
             status = "draining"
-        elif upstream is not None and not upstream["reachable"]:
+        elif (upstream is not None and not upstream["reachable"]) or writer.degraded:
+            # The proxy still serves; the database fails or rows wait in the spool.
             status = "degraded"
         return {
             "status": status,
@@ -59,6 +62,7 @@ class HealthState:
             "in_flight": self.in_flight,
             "upstream": {"base_url": current_app.config["NEXUS_SETTINGS"].claude_api_base_url,
                          "last_seen": upstream},
+            "writer": writer.metrics(),
         }
 
 

@@ -2,7 +2,8 @@
 
 On SIGTERM or SIGINT the server stops accepting, reports not-ready, closes idle keep-alive
 connections, lets in-flight requests and streams run for up to SHUTDOWN_GRACE_S, then kills what
-is left, stops the background owners and returns (the process exits 0).
+is left, stops the background owners (the writer drains its queue, or spools it) and returns
+(the process exits 0).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Server(WSGIServer):
 
 def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
-    from app import shutdown
+    from app import shutdown, storage
     from app.auth import log_credential_states
     from app.storage import upgrade_on_start
     from app.storage.database import StorageError
@@ -118,6 +119,9 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
+    # Before listening, so no exchange ends unrecorded; its loop (and the replay of any spool
+    # left by an earlier run) only runs once this greenlet waits, i.e. right after listening.
+    storage.start(app)
     server.start()
     log_credential_states(app)
     base = f"http://{_display_host(host)}:{server.server_port}"

@@ -46,12 +46,20 @@ class PostgresCluster:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--no-sync")
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """Start the server on the cluster's data (again, after `stop_server`)."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
                    "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "log"), "-w", "-t", "30", "start")
         self._wait()
-        return self
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping its data: clients' connections are cut (an outage)."""
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def _wait(self) -> None:
         import psycopg2

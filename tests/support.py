@@ -116,14 +116,22 @@ class ProxyProcess:
 
 
 class InProcessProxy:
-    """The Flask app in this process on a threaded werkzeug server; records its events."""
+    """The Flask app in this process on a threaded werkzeug server; records its events.
 
-    def __init__(self, upstream_url: str, **settings):
+    With `record=True` it also builds the schema of DATABASE_URL and starts the batch writer
+    (a plain thread here, as nothing runs gevent); otherwise exchanges are not stored.
+    """
+
+    def __init__(self, upstream_url: str, record: bool = False, **settings):
         from app import create_app, shutdown
         from app.events import ExchangeEnded, ExchangeStarted
+        from app.storage import upgrade_on_start
 
         self._shutdown = shutdown
         self.app = create_app({"CLAUDE_API_BASE_URL": upstream_url, **settings}, env_file=None)
+        if record:
+            upgrade_on_start(self.app)
+            self.app.extensions["nexus.writer"].start()
         self.started: list = []
         self.ended: list = []
         bus = self.app.extensions["nexus.events"]

@@ -17,5 +17,5 @@ def init_app(app: Flask) -> None:
     settings = app.config["NEXUS_SETTINGS"]
     upstream = Upstream(settings.claude_api_base_url, settings.claude_api_timeout,
                         RetryPolicy(max_retries=settings.upstream_max_retries))
-    app.extensions["nexus.proxy"] = Proxy(upstream)
+    app.extensions["nexus.proxy"] = Proxy(upstream, keep_chunks=settings.store_streaming_chunks)
     app.register_blueprint(bp)

@@ -1,7 +1,9 @@
-"""Storage: the database from DATABASE_URL, its schema migrations and the table models.
+"""Storage: the database from DATABASE_URL, its schema migrations, the table models, and the
+batch writer that records every exchange (with its spool).
 
-Nothing here connects when the app is built: the server calls `upgrade_on_start` before
-serving, and the `db` commands connect when run.
+Nothing here connects or starts when the app is built: the server calls `upgrade_on_start` and
+starts the writer before serving, and the `db` commands connect when run. An app that is never
+served (the CLI) records nothing.
 """
 
 from __future__ import annotations
@@ -14,17 +16,28 @@ from app.storage import commands, schema
 from app.storage.database import describe, make_database, storage_errors
 from app.storage.models import bind
 from app.storage.partitions import ensure_partitions
+from app.storage.retention import RetentionKeeper
+from app.storage.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
-    """Build the database, bind the models to it and register the `db` commands."""
+    """Build the database, bind the models to it, create the writer (not started) and register
+    the `db` commands."""
     settings = app.config["NEXUS_SETTINGS"]
     db = make_database(settings.database_url, settings.database_pool_size)
     bind(db)
     app.extensions["nexus.db"] = db
+    writer = BatchWriter(db, settings.spool_dir, batch_size=settings.storage_batch_size,
+                         interval_ms=settings.storage_batch_interval_ms,
+                         queue_max=settings.storage_queue_max,
+                         keep_chunks=settings.store_streaming_chunks)
+    writer.subscribe(app.extensions["nexus.events"])
+    app.extensions["nexus.writer"] = writer
+    app.extensions["nexus.retention"] = RetentionKeeper(db, settings.retention_days)
     app.cli.add_command(commands.db)
+    app.cli.add_command(commands.retention)
 
 
 def upgrade_on_start(app: Flask) -> None:
@@ -41,8 +54,17 @@ def upgrade_on_start(app: Flask) -> None:
         log.info("storage: created partitions %s", ", ".join(created))
 
 
+def start(app: Flask) -> None:
+    """Start the background owners of a serving process: the writer and the daily retention."""
+    app.extensions["nexus.writer"].start()
+    app.extensions["nexus.retention"].start()
+
+
 def close(app: Flask) -> None:
-    """Close the process's database connections (the pool's too), at shutdown."""
+    """Drain the writer (or spool what it cannot write in time), then close the process's
+    database connections (the pool's too), at shutdown."""
+    app.extensions["nexus.retention"].stop()
+    app.extensions["nexus.writer"].stop()
     db = app.extensions["nexus.db"]
     if hasattr(db, "close_all"):  # a connection pool (PostgreSQL)
         db.close_all()

@@ -15,6 +15,7 @@ from flask import current_app
 from app.storage import schema
 from app.storage.database import StorageError, describe, storage_errors
 from app.storage.partitions import ensure_partitions
+from app.storage.retention import count_older, cutoff_for, purge
 
 db = click.Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
                             "migrations.")
@@ -78,3 +79,30 @@ def status() -> None:
     click.echo(f"Database: {describe(database)}")
     click.echo(f"Applied: {', '.join(applied) or 'none'}")
     click.echo(f"Pending: {', '.join(pending) or 'none'}")
+
+
+retention = click.Group("retention", help="Remove recorded exchanges older than a number of "
+                                          "days (RETENTION_DAYS does it daily).")
+
+
+@retention.command("purge")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Keep this many days (default: RETENTION_DAYS).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+def purge_command(days: int | None, dry_run: bool) -> None:
+    """Delete rows older than the retention period; drop whole old partitions on PostgreSQL."""
+    days = days or current_app.config["NEXUS_SETTINGS"].retention_days
+    if not days:
+        raise click.ClickException("RETENTION_DAYS is 0 (keep everything): pass --days N.")
+    database = _database()
+    cutoff = cutoff_for(days)
+    with _reported(database, "purge"):
+        counts = count_older(database, cutoff)
+        click.echo(f"Older than {cutoff:%Y-%m-%d %H:%M} UTC: "
+                   + ", ".join(f"{n} {table}" for table, n in counts.items()))
+        if dry_run:
+            return
+        with click.progressbar(length=sum(counts.values()), label="Purging",
+                               file=click.get_text_stream("stderr")) as bar:
+            result = purge(database, cutoff, progress=bar.update)
+    click.echo(result.summary())

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg2
 import pytest
 
 from app import create_app
 from app.storage import schema, upgrade_on_start
-from app.storage.database import StorageError, is_postgres, make_database
+from app.storage.database import StorageError, is_postgres
 from app.storage.models import MODELS, DashboardUser, RateLimitSample, Request, RequestChunk
 from app.storage.partitions import (
     add_months,
@@ -22,6 +20,7 @@ from app.storage.partitions import (
     partition_name,
     partitions,
 )
+from tests.databases import engine_url, fresh_postgres, opened
 from tests.support import free_port
 
 TABLES = {"requests", "request_chunks", "ratelimit_samples", "dashboard_users"}
@@ -35,38 +34,10 @@ INDEXES = {
 }
 
 
-@contextmanager
-def fresh_postgres(dsn: str):
-    """A new, empty database on the suite's server, dropped afterwards."""
-    name = "nexus_" + uuid.uuid4().hex[:12]
-    admin = psycopg2.connect(dsn)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
-
-
-@contextmanager
-def opened(url: str):
-    db = make_database(url, 4)
-    try:
-        yield db
-    finally:
-        getattr(db, "close_all", db.close)()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/data/nexus.db"
-        return
-    with fresh_postgres(request.getfixturevalue("postgres_dsn")) as url:
+    with engine_url(request.param, tmp_path, request) as url:
         yield url
 
 

@@ -1,0 +1,161 @@
+"""Where the writer's batches go: one transaction of multi-row inserts per batch.
+
+`statements` turns a batch into multi-row `INSERT … ON CONFLICT DO NOTHING` statements, split to
+stay under both engines' limit of bound parameters: a replayed row already in the table (the
+same primary key) is skipped, never doubled. Not peewee's `on_conflict_ignore`: on SQLite that
+is `INSERT OR IGNORE`, which also drops a row breaking NOT NULL without a word, where a refused
+row must be seen (and set aside). The SQL is written here rather than by `insert_many`, whose
+query compiler costs about 20 µs a row — some 1 ms of CPU per streamed exchange with its chunks,
+the writer's largest cost by far; every value still goes through its model field's `db_value`.
+
+SQLite: the sink opens a connection of its own, used only by the writer's native thread
+(under gevent a sqlite3 call blocks every greenlet for as long as it runs, so it must not run on
+the hub). Nothing but sqlite3 runs inside its transaction: no logging, no gevent, no yield.
+PostgreSQL: the pool's connections, cooperative under gevent (psycogreen). Each transaction
+bounds its own waits, so that a lock held elsewhere becomes a failed batch (then spooled) rather
+than a writer stuck behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+import peewee
+
+from app.storage.database import SQLITE_PRAGMAS, is_postgres
+from app.storage.models import Request, RequestChunk
+from app.storage.rows import Item
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS = 30_000        # SQLite allows 32766 bound parameters per statement, PostgreSQL 65535
+SQLITE_BUSY_S = 5          # waiting for another process's write lock, then the batch is spooled
+PG_LOCK_WAIT_MS = 5_000    # the same for a PostgreSQL lock
+PG_STATEMENT_MS = 30_000   # any one statement
+
+# Errors that blame the rows, not the database: the batch is retried row by row to find them.
+REFUSED = (peewee.DataError, peewee.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
+           sqlite3.InterfaceError, OverflowError, TypeError, ValueError)
+
+Statement = tuple[str, list[Any]]
+
+
+def refused(err: BaseException) -> bool:
+    """True when the database refused these rows (bad data), not when it is unavailable."""
+    return isinstance(err, REFUSED)
+
+
+class _Sink:
+    native = True  # under gevent, `execute` runs in the writer's native thread
+
+    def __init__(self, db: peewee.Database):
+        self.db = db
+
+    def statements(self, items: list[Item]) -> list[Statement]:
+        """The inserts of a batch: its requests, then their chunks (pure CPU: any thread)."""
+        out = []
+        requests = [request for request, _ in items]
+        chunks = [chunk for _, rows in items for chunk in rows]
+        for model, rows in ((Request, requests), (RequestChunk, chunks)):
+            fields = model._meta.sorted_fields
+            head = (f'INSERT INTO "{model._meta.table_name}" ('
+                    + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
+            values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
+            per_statement = max(1, MAX_PARAMS // len(fields))
+            for start in range(0, len(rows), per_statement):
+                part = rows[start:start + per_statement]
+                out.append((head + ", ".join([values] * len(part)) + " ON CONFLICT DO NOTHING",
+                            [field.db_value(row[field.name]) for row in part for field in fields]))
+        return out
+
+    def execute(self, statements: list[Statement]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the sink's connection (it reconnects on the next batch)."""
+
+
+class SqliteSink(_Sink):
+    """A private sqlite3 connection, opened on first use in the thread that writes."""
+
+    def __init__(self, db: peewee.Database):
+        super().__init__(db)
+        self._conn: sqlite3.Connection | None = None
+
+    def execute(self, statements: list[Statement]) -> None:
+        """All statements in one transaction; raises sqlite3 errors (nothing committed)."""
+        conn = self._conn or self._connect()
+        try:
+            # IMMEDIATE takes the write lock up front: waiting for it (busy_timeout) happens
+            # before any work, and the transaction never fails half-way for want of it.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if not refused(err):
+                self.close()  # locked, I/O error, file gone: start afresh next time
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db.database, timeout=SQLITE_BUSY_S, isolation_level=None,
+                               check_same_thread=False)  # one thread at a time, not always one
+        try:
+            for name, value in {**SQLITE_PRAGMAS, "busy_timeout": SQLITE_BUSY_S * 1000}.items():
+                conn.execute(f"PRAGMA {name} = {value}")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass  # closing a broken connection: nothing left to release
+
+
+class PostgresSink(_Sink):
+    """The app's connection pool; cooperative, so it runs in a greenlet."""
+
+    native = False
+
+    def execute(self, statements: list[Statement]) -> None:
+        """All statements in one transaction; raises peewee errors (nothing committed)."""
+        db = self.db
+        try:
+            db.connect(reuse_if_open=True)
+            with db.atomic():
+                db.execute_sql(f"SET LOCAL lock_timeout = {PG_LOCK_WAIT_MS}")
+                db.execute_sql(f"SET LOCAL statement_timeout = {PG_STATEMENT_MS}")
+                for sql, params in statements:
+                    db.execute_sql(sql, params)
+        except Exception as err:
+            if refused(err):
+                db.close()  # rolled back; the connection is fine
+            else:
+                self._discard()
+            raise
+        db.close()  # back to the pool
+
+    def _discard(self) -> None:
+        """Drop the failed connection and the idle ones: after an outage they are dead too."""
+        try:
+            self.db.manual_close()
+        except Exception as err:
+            log.debug("discarding a failed database connection: %s", err)
+        self.db.close_idle()
+
+
+def make_sink(db: peewee.Database) -> _Sink:
+    """The sink for the process's database."""
+    return PostgresSink(db) if is_postgres(db) else SqliteSink(db)
