@@ -43,6 +43,10 @@ DRAIN_S = 5.0          # at shutdown, how long queued rows may take to reach the
 STOP_GRACE_S = 5.0     # then, for the loop to spool what is left and close
 PROBE_MIN_S, PROBE_MAX_S = 0.5, 5.0
 SCAN_S = 2.0           # how often the spool folder is counted again (other processes, orphans)
+# Queued exchanges hold whole bodies (Claude Code sends 50-200 KB): past this many bytes the
+# queue spills to the spool like past STORAGE_QUEUE_MAX, so a stalled database cannot make the
+# process grow without bound.
+QUEUE_MAX_BYTES = 256 << 20
 
 NEW, RUNNING, STOPPING, STOPPED = "new", "running", "stopping", "stopped"
 
@@ -58,7 +62,8 @@ class BatchWriter:
         self.rows_written = self.rows_replayed = 0
         self.last_error: str | None = None
         self.db_failing = False
-        self._queue: deque[tuple[float, Exchange]] = deque()
+        self._queue: deque[tuple[float, Exchange, int]] = deque()
+        self._queued_bytes = 0
         self._overflow: deque[Exchange] = deque()
         self._state = NEW
         self._busy = self._spooling = self._urgent = False
@@ -144,8 +149,10 @@ class BatchWriter:
             log.error("storage: exchange %s ended after the writer stopped: not recorded",
                       event.exchange.id)
             return
-        if len(self._queue) < self.queue_max:
-            self._queue.append((time.monotonic(), event.exchange))
+        size = _size(event.exchange)
+        if len(self._queue) < self.queue_max and self._queued_bytes + size <= QUEUE_MAX_BYTES:
+            self._queue.append((time.monotonic(), event.exchange, size))
+            self._queued_bytes += size
             if len(self._queue) in (1, self.batch_size):
                 self._run.wake.set()  # a new deadline, or a full batch
         else:
@@ -199,7 +206,9 @@ class BatchWriter:
             or time.monotonic() - self._queue[0][0] >= self.interval_s)
 
     def _take(self, count: int) -> list[Exchange]:
-        return [self._queue.popleft()[1] for _ in range(min(count, len(self._queue)))]
+        taken = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+        self._queued_bytes -= sum(size for _, _, size in taken)
+        return [exchange for _, exchange, _ in taken]
 
     def _flush(self) -> None:
         self._busy = True
@@ -301,3 +310,9 @@ class BatchWriter:
 
     def _error(self, message: str) -> None:
         self.last_error = f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}"
+
+
+def _size(exchange: Exchange) -> int:
+    """Roughly the memory a queued exchange holds: its bodies and stream events."""
+    return (len(exchange.request_body) + len(exchange.response_body)
+            + sum(len(raw) for _, raw in exchange.chunks))

@@ -161,3 +161,24 @@ def test_a_json_answer_is_stored_as_parsed_and_empty_fields_stay_empty():
 def test_clean_leaves_ordinary_text_alone():
     text = "héllo — 日本語 🙂"
     assert clean(text) is text
+
+
+def test_queue_spills_past_its_byte_bound(tmp_path, monkeypatch):
+    from app.events import ExchangeCompleted
+    from app.proxy.exchange import Exchange
+    from app.storage import writer as writer_module
+    from app.storage.database import make_database
+    from app.storage.writer import BatchWriter
+
+    monkeypatch.setattr(writer_module, "QUEUE_MAX_BYTES", 250_000)
+    batch = BatchWriter(make_database(f"sqlite:///{tmp_path}/x.db", 1), tmp_path / "spool",
+                        batch_size=1000, interval_ms=60_000, queue_max=1000, keep_chunks=True)
+    batch._state = writer_module.RUNNING  # accept exchanges without running the loop
+    for _ in range(3):
+        exchange = Exchange("POST", "/v1/messages", "", "d", publish=lambda e: None)
+        exchange.request_body = b"x" * 100_000
+        batch._on_ended(ExchangeCompleted(exchange))
+    assert (len(batch._queue), len(batch._overflow)) == (2, 1)
+    assert batch._queued_bytes == 200_000
+    batch._take(1)
+    assert batch._queued_bytes == 100_000
