@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.databases import engine_url
 from tests.fakes.oauth import FakeOAuth
 from tests.fakes.upstream import FakeUpstream
 from tests.pg import PostgresCluster
@@ -77,3 +78,10 @@ def postgres_dsn():
     cluster = PostgresCluster().start()
     yield cluster.dsn
     cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
+    with engine_url(request.param, tmp_path, request) as url:
+        yield url

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from abc import ABC, abstractmethod
 from typing import Any
 
 import peewee
@@ -47,7 +48,7 @@ def refused(err: BaseException) -> bool:
     return isinstance(err, REFUSED)
 
 
-class _Sink:
+class _Sink(ABC):
     native = True  # under gevent, `execute` runs in the writer's native thread
 
     def __init__(self, db: peewee.Database):
@@ -70,10 +71,11 @@ class _Sink:
                             [field.db_value(row[field.name]) for row in part for field in fields]))
         return out
 
+    @abstractmethod
     def execute(self, statements: list[Statement]) -> None:
-        raise NotImplementedError
+        """Run a batch's statements in one transaction."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — the PostgreSQL sink borrows from the pool: no-op
         """Let go of the sink's connection (it reconnects on the next batch)."""
 
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import requests
 
-from tests.databases import engine_url
 from tests.integration.recording_support import send_many, wait_writer, written
 from tests.integration.test_recording import bulk_bodies
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    with engine_url(request.param, tmp_path, request) as url:
-        yield url
 
 
 def test_thousand_requests_through_the_api(database_url, start_proxy, upstream):

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import requests
 
 from app.redact import mask_text
-from tests.databases import engine_url
 from tests.fakes.upstream import (
     ErrorReply,
     Reply,
@@ -36,13 +34,6 @@ from tests.support import InProcessProxy
 
 CACHED = {"cache_creation_input_tokens": 100, "cache_read_input_tokens": 7,
           "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40}}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
-    with engine_url(request.param, tmp_path, request) as url:
-        yield url
 
 
 def scripted_cases():

@@ -16,16 +16,10 @@ from app.storage.database import is_postgres
 from app.storage.models import RateLimitSample, Request, RequestChunk, bind
 from app.storage.partitions import ensure_partitions, partitions
 from app.storage.retention import RetentionKeeper, count_older, purge
-from tests.databases import engine_url, opened
+from tests.databases import opened
 from tests.support import REPO
 
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    with engine_url(request.param, tmp_path, request) as url:
-        yield url
 
 
 @pytest.fixture

@@ -9,14 +9,12 @@ import os
 import statistics
 import time
 
-import pytest
-
 from app.proxy.exchange import Exchange
 from app.storage import schema
 from app.storage.rows import request_row
 from app.storage.spool import Spool, encode
 from app.storage.writer import BatchWriter
-from tests.databases import engine_url, opened
+from tests.databases import opened
 from tests.integration.recording_support import (
     database_locked,
     health,
@@ -27,13 +25,6 @@ from tests.integration.recording_support import (
     written,
 )
 from tests.pg import PostgresCluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
-    with engine_url(request.param, tmp_path, request) as url:
-        yield url
 
 
 def bodies(first: int, count: int) -> dict[int, dict]:

@@ -7,21 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from app.storage import schema
-from tests.integration.test_storage_schema import fresh_postgres, opened
+from tests.integration.test_storage_schema import opened
 from tests.support import REPO, free_port
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/data/nexus.db"
-        return
-    with fresh_postgres(request.getfixturevalue("postgres_dsn")) as url:
-        yield url
 
 
 def flask_env(database_url: str | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from app.storage.partitions import (
     partition_name,
     partitions,
 )
-from tests.databases import engine_url, fresh_postgres, opened
+from tests.databases import fresh_postgres, opened
 from tests.support import free_port
 
 TABLES = {"requests", "request_chunks", "ratelimit_samples", "dashboard_users"}
@@ -32,13 +32,6 @@ INDEXES = {
     "ratelimit_samples": {"ratelimit_samples_sampled_at", "ratelimit_samples_account_sampled_at",
                           "ratelimit_samples_domain_sampled_at"},
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An empty database of each engine: a temp SQLite file, a fresh PostgreSQL database."""
-    with engine_url(request.param, tmp_path, request) as url:
-        yield url
 
 
 @pytest.fixture
