@@ -21,6 +21,7 @@ from app.proxy.decoding import UnsupportedEncoding, decoder_for
 from app.proxy.exchange import Exchange
 from app.proxy.headers import header_value
 from app.redact import mask_text, redact_headers
+from app.usage.pricing import PriceTable, cost_usd, load_prices
 
 OUTCOMES = (
     (ExchangeCompleted, "completed"),
@@ -29,6 +30,17 @@ OUTCOMES = (
 )
 
 _INT_MAX = 2**31 - 1  # INTEGER columns are 32-bit on PostgreSQL
+
+_prices: PriceTable | None = None
+
+
+def _bundled_prices() -> PriceTable:
+    """The price file shipped with the product, read once (costs are fixed at write time)."""
+    global _prices
+    if _prices is None:
+        _prices = load_prices()
+    return _prices
+
 
 # (request row, its chunk rows): what the writer queues, writes and spools together.
 Item = tuple[dict[str, Any], list[dict[str, Any]]]
@@ -45,12 +57,13 @@ def items(exchanges: list[Exchange], keep_chunks: bool) -> tuple[list[Item], lis
     return built, failures
 
 
-def request_row(exchange: Exchange) -> dict[str, Any]:
+def request_row(exchange: Exchange, prices: PriceTable | None = None) -> dict[str, Any]:
     """The `requests` row of an ended exchange (conversation fields are left empty)."""
     x = exchange
     usage = x.usage if isinstance(x.usage, dict) else {}
     split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
     tool_names = [clean(str(t.get("name"))) for t in x.tool_uses if isinstance(t, dict)]
+    cost, cost_flagged = cost_usd(usage or None, x.model, prices or _bundled_prices())
     return {
         "id": x.id,
         "received_at": x.received_at,
@@ -82,8 +95,8 @@ def request_row(exchange: Exchange) -> dict[str, Any]:
         "service_tier": _optional(usage.get("service_tier")),
         "tool_call_count": len(tool_names),
         "tool_names": tool_names,
-        "cost_usd": None,  # priced by the usage feature (SPEC §6.3)
-        "cost_flagged": False,
+        "cost_usd": cost,
+        "cost_flagged": cost_flagged,
         "request_headers": _headers(x.request_headers),
         "response_headers": _headers(x.response_headers) if x.response_headers else None,
         "request_body": clean(x.request_body.decode("utf-8", "replace")) or None,

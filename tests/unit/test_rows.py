@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,9 @@ def exchange(**fields) -> Exchange:
     for name, value in fields.items():
         setattr(x, name, value)
     return x
+
+
+PRICES = Path(__file__).resolve().parents[2] / "app" / "usage" / "prices.json"
 
 
 def streamed() -> Exchange:
@@ -82,7 +87,12 @@ def test_a_completed_stream():
     assert (row["session_id"], row["agent_id"], row["user_agent"]) == \
         ("sess-1", "agent-1", "claude-cli/2.0")
     assert json.loads(row["response_body"])["content"][1]["name"] == "Bash"
-    assert row["conversation_id"] is None and row["cost_usd"] is None
+    assert row["conversation_id"] is None
+    # priced from the bundled table at write time, by hand for this usage (see streamed()):
+    # 10 in, 20 out, 12 + 18 cache writes (5m, 1h), 40 cache reads
+    # (claude-sonnet-4-5 is the alias of the file's dated entry)
+    assert (row["cost_usd"], row["cost_flagged"]) == (
+        expected_cost("claude-sonnet-4-5-20250929"), False)
     chunks = chunk_rows(x)
     assert [(c["seq"], c["offset_ms"]) for c in chunks] == [(0, 1.5), (1, 2.25)]
     assert chunks[0]["data"] == "event: message_start\ndata: {}\n\n"
@@ -182,3 +192,12 @@ def test_queue_spills_past_its_byte_bound(tmp_path, monkeypatch):
     assert batch._queued_bytes == 200_000
     batch._take(1)
     assert batch._queued_bytes == 100_000
+
+
+def expected_cost(model: str) -> Decimal:
+    """The same usage priced by hand from the bundled file's per-million rates."""
+    rates = json.loads(PRICES.read_text())["models"][model]
+    tokens = {"input": 10, "output": 20, "cache_write_5m": 12, "cache_write_1h": 18,
+              "cache_read": 40}
+    total = sum(Decimal(str(rates[name])) * count for name, count in tokens.items())
+    return (total / Decimal(1_000_000)).quantize(Decimal("0.000001"))
