@@ -1,4 +1,6 @@
-"""An ended Exchange as the rows that record it: one `requests` row, its `request_chunks` rows.
+"""An ended Exchange as the rows that record it: one `requests` row, its `request_chunks` rows
+and, when the upstream's answer carried `anthropic-ratelimit-*` headers, one
+`ratelimit_samples` row (the rate-limit ledger, SPEC §6.2).
 
 Pure: no Flask, no database. Every value is a plain Python value the models accept (JSON
 columns take lists and dicts) and that survives a JSON round trip through the spool.
@@ -22,6 +24,7 @@ from app.proxy.exchange import Exchange
 from app.proxy.headers import header_value
 from app.redact import mask_text, redact_headers
 from app.usage.pricing import PriceTable, cost_usd, load_prices
+from app.usage.ratelimits import parse_ratelimit_headers
 
 OUTCOMES = (
     (ExchangeCompleted, "completed"),
@@ -42,8 +45,11 @@ def _bundled_prices() -> PriceTable:
     return _prices
 
 
-# (request row, its chunk rows): what the writer queues, writes and spools together.
+# (request row, its chunk rows): what the writer queues, writes and spools together. The
+# request row may carry its `ratelimit_samples` row under SAMPLE, a key that is no column: the
+# sink and the spool take it out (`sample_of`), so it travels, commits and replays with it.
 Item = tuple[dict[str, Any], list[dict[str, Any]]]
+SAMPLE = "_ratelimit_sample"
 
 
 def items(exchanges: list[Exchange], keep_chunks: bool) -> tuple[list[Item], list]:
@@ -51,10 +57,19 @@ def items(exchanges: list[Exchange], keep_chunks: bool) -> tuple[list[Item], lis
     built, failures = [], []
     for exchange in exchanges:
         try:
-            built.append((request_row(exchange), chunk_rows(exchange) if keep_chunks else []))
+            request = request_row(exchange)
+            sample = ratelimit_row(exchange)
+            if sample is not None:
+                request[SAMPLE] = sample
+            built.append((request, chunk_rows(exchange) if keep_chunks else []))
         except Exception as err:  # a bug on one odd exchange must not lose the whole batch
             failures.append((exchange.id, err))
     return built, failures
+
+
+def sample_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The `ratelimit_samples` row an item's request row carries, if any."""
+    return request.get(SAMPLE)
 
 
 def request_row(exchange: Exchange, prices: PriceTable | None = None) -> dict[str, Any]:
@@ -128,6 +143,22 @@ def chunk_rows(exchange: Exchange) -> list[dict[str, Any]]:
              "data": clean(raw.decode("utf-8", "replace")),
              "received_at": exchange.received_at}  # the request's: same partition
             for seq, (at_ms, raw) in enumerate(exchange.chunks)]
+
+
+def ratelimit_row(exchange: Exchange) -> dict[str, Any] | None:
+    """The `ratelimit_samples` row of the answer's `anthropic-ratelimit-*` headers, or None.
+
+    Only those headers are kept (so no credential can be), cleaned like every stored string.
+    """
+    x = exchange
+    parsed = parse_ratelimit_headers(x.response_headers or [])
+    if parsed is None:
+        return None
+    sample = {name: clean(value) if isinstance(value, str) else value
+              for name, value in parsed.items()}
+    sample["headers"] = [[clean(name), clean(value)] for name, value in parsed["headers"]]
+    return {"account_id": _optional(x.account_id), "domain": clean(x.domain),
+            "request_id": x.id, "sampled_at": x.completed_at or x.received_at, **sample}
 
 
 def outcome(exchange: Exchange) -> str | None:

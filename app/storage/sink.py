@@ -26,8 +26,8 @@ from typing import Any
 import peewee
 
 from app.storage.database import SQLITE_PRAGMAS, is_postgres
-from app.storage.models import Request, RequestChunk
-from app.storage.rows import Item
+from app.storage.models import RateLimitSample, Request, RequestChunk
+from app.storage.rows import Item, sample_of
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,16 @@ class _Sink(ABC):
         self.db = db
 
     def statements(self, items: list[Item]) -> list[Statement]:
-        """The inserts of a batch: its requests, then their chunks (pure CPU: any thread)."""
+        """The inserts of a batch: its requests, their chunks, then their rate-limit samples
+        (pure CPU: any thread). A replayed sample is skipped by its unique `request_id`."""
         out = []
         requests = [request for request, _ in items]
         chunks = [chunk for _, rows in items for chunk in rows]
-        for model, rows in ((Request, requests), (RequestChunk, chunks)):
-            fields = model._meta.sorted_fields
+        samples = [sample for request in requests if (sample := sample_of(request))]
+        for model, rows in ((Request, requests), (RequestChunk, chunks),
+                            (RateLimitSample, samples)):
+            fields = [field for field in model._meta.sorted_fields
+                      if not isinstance(field, peewee.AutoField)]  # the database numbers them
             head = (f'INSERT INTO "{model._meta.table_name}" ('
                     + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
             values = "(" + ", ".join([self.db.param] * len(fields)) + ")"

@@ -1,7 +1,8 @@
 """The spool: rows the database has not taken yet, as JSON-lines files in SPOOL_DIR (SPEC §5.4).
 
-Each line is one row, `{"table": "requests", "row": {…}}`, followed by the `request_chunks`
-lines of that request; datetimes are ISO 8601 text. Appends are fsynced per batch.
+Each line is one row, `{"table": "requests", "row": {…}}`, followed by the `ratelimit_samples`
+line of that request when it has one (files written before samples were recorded have none),
+then its `request_chunks` lines; datetimes are ISO 8601 text. Appends are fsynced per batch.
 
 Files and who may touch them, so that processes sharing the folder (gunicorn workers) never
 lose or double a row:
@@ -33,22 +34,27 @@ from typing import IO, Any
 
 from peewee import DateTimeField
 
-from app.storage.models import Request, RequestChunk
-from app.storage.rows import Item
+from app.storage.models import RateLimitSample, Request, RequestChunk
+from app.storage.rows import SAMPLE, Item, sample_of
 
 FILE_BYTES = 64 << 20  # rotation: a file's disk space comes back once all of it is replayed
 _REQUEST_LINE = b'{"table":"requests"'
 
 _DATETIMES = {model._meta.table_name: [f.name for f in model._meta.sorted_fields
                                        if isinstance(f, DateTimeField)]
-              for model in (Request, RequestChunk)}
+              for model in (Request, RequestChunk, RateLimitSample)}
 
 
 def encode(items: list[Item]) -> bytes:
-    """JSON lines of these items: each request row, then its chunk rows."""
+    """JSON lines of these items: each request row, its rate-limit sample, its chunk rows."""
     lines = []
     for request, chunks in items:
-        lines.append(_line("requests", request))
+        sample = sample_of(request)
+        if sample is None:
+            lines.append(_line("requests", request))
+        else:
+            lines.append(_line("requests", {k: v for k, v in request.items() if k != SAMPLE}))
+            lines.append(_line("ratelimit_samples", sample))
         lines.extend(_line("request_chunks", chunk) for chunk in chunks)
     return b"".join(lines)
 
@@ -225,8 +231,9 @@ class Spool:
     # ---------------------------------------------------------------- replaying
 
     def next_batch(self, limit: int) -> list[Item] | None:
-        """Up to `limit` requests (with their chunks) from the oldest sealed file, after the
-        last committed batch; None when no file is ready. Call `committed` once written."""
+        """Up to `limit` requests (with their samples and chunks) from the oldest sealed file,
+        after the last committed batch; None when no file is ready. Call `committed` once
+        written."""
         replay = self._replay or self._open_oldest()
         if replay is None:
             return None
@@ -250,10 +257,12 @@ class Spool:
                 continue
             if table == "requests":
                 items.append((row, []))
-            elif items and row.get("request_id") == items[-1][0].get("id"):
-                items[-1][1].append(row)
-            else:
+            elif not items or row.get("request_id") != items[-1][0].get("id"):
                 self.skipped_lines += 1
+            elif table == "ratelimit_samples":
+                items[-1][0][SAMPLE] = row
+            else:
+                items[-1][1].append(row)
         replay.read_to = position
         return items
 

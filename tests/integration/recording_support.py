@@ -104,6 +104,12 @@ def stored(url: str) -> tuple[list[dict], list[dict]]:
             _select(db, "SELECT * FROM request_chunks ORDER BY request_id, seq")
 
 
+def stored_samples(url: str) -> list[dict]:
+    """Every `ratelimit_samples` row, as dicts of column values."""
+    with opened(url) as db, db.connection_context():
+        return _select(db, "SELECT * FROM ratelimit_samples ORDER BY id")
+
+
 def _select(db, sql: str) -> list[dict]:
     cursor = db.execute_sql(sql)
     names = [column[0] for column in cursor.description]

@@ -27,6 +27,7 @@ from tests.integration.recording_support import (
     send,
     send_many,
     stored,
+    stored_samples,
     wait_writer,
     written,
 )
@@ -147,6 +148,38 @@ def test_every_exchange_is_recorded_as_the_upstream_sent_it(database_url, start_
     assert headers["Authorization"] == "Bearer …" + BEARER[-4:]
     prompt = as_json(rows_by_id[sent[10].request_id]["request_body"])["messages"][0]["content"]
     assert prompt.endswith("my key sk-ant-…" + PROMPT_KEY[-4:])
+
+
+def test_each_answer_with_ratelimit_headers_adds_a_ledger_sample(database_url, start_proxy,
+                                                                 upstream, tmp_path):
+    domain = "team.example.com"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / f"{domain}.credentials.json").write_text(json.dumps(
+        {"type": "api_key", "accountId": "acc_team_1", "api_key": "sk-ant-api03-team-key-9999"}))
+    proxy = start_proxy(DATABASE_URL=database_url, CREDENTIALS_DIR=str(creds),
+                        STORAGE_BATCH_INTERVAL_MS="50")
+    upstream.script(*[Reply(unified={"status": "allowed_warning", "5h-utilization": f"0.{n}"})
+                      for n in range(1, 6)])
+    sent = [send(proxy.url, n, message_body(n, stream=n % 2 == 0), headers={"Host": domain})
+            for n in range(1, 6)]
+    assert [s.status for s in sent] == [200] * 5
+    wait_writer(proxy, written(len(sent)))
+    rows, _ = stored(database_url)
+    samples = stored_samples(database_url)
+    assert [s["request_id"] for s in samples] == [s.request_id for s in sent]
+    completed = {row["id"]: str(row["completed_at"]) for row in rows}
+    for n, (exchange, sample) in enumerate(zip(sent, samples, strict=True), start=1):
+        assert (sample["account_id"], sample["domain"]) == ("acc_team_1", domain)
+        assert str(sample["sampled_at"]) == completed[exchange.request_id]
+        assert sample["unified_status"] == "allowed_warning"
+        assert sample["unified_5h_utilization"] == float(f"0.{n}")
+        assert sample["unified_7d_utilization"] == 0.34
+        assert sample["unified_representative_claim"] == "five_hour"
+        assert sample["unified_5h_reset"] is not None and sample["requests_limit"] == 4000
+        headers = as_json(sample["headers"])
+        assert all(name.startswith("anthropic-ratelimit-") for name, _ in headers)
+        assert "sk-ant-" not in sample["headers"]
 
 
 def test_chunks_are_not_kept_when_turned_off(start_proxy, tmp_path):

@@ -11,16 +11,18 @@ import time
 
 from app.proxy.exchange import Exchange
 from app.storage import schema
-from app.storage.rows import request_row
+from app.storage.rows import SAMPLE, items, request_row
 from app.storage.spool import Spool, encode
 from app.storage.writer import BatchWriter
 from tests.databases import opened
+from tests.fakes.api_headers import ratelimit_headers, unified_headers
 from tests.integration.recording_support import (
     database_locked,
     health,
     message_body,
     send_many,
     stored,
+    stored_samples,
     wait_writer,
     written,
 )
@@ -142,6 +144,44 @@ def test_replay_skips_rows_already_written_and_sets_aside_refused_ones(database_
     assert spooled_files(tmp_path / "spool") == []
     rejected = next((tmp_path / "spool").glob("rejected-*.jsonl")).read_text()
     assert refused[0]["id"] in rejected and "null" in rejected.lower()
+
+
+def test_replay_writes_each_ratelimit_sample_once(database_url, tmp_path):
+    exchanges = []
+    for n in range(4):
+        x = Exchange(method="POST", path="/v1/messages", query="", domain="d",
+                     publish=lambda e: 0)
+        x.account_id = f"acc_{n}"
+        x.response_headers = ratelimit_headers(n) + unified_headers()
+        x.complete()
+        exchanges.append(x)
+    sampled, _ = items(exchanges, keep_chunks=False)
+    assert all(SAMPLE in request for request, _ in sampled)
+    old = [item(n) for n in range(10, 12)]  # as spooled before samples were recorded
+    with opened(database_url) as db:
+        with db.connection_context():
+            schema.upgrade(db)
+        spool = Spool(tmp_path / "spool")
+        spool.append(sampled[:2])  # written below, then replayed again
+        spool.append(sampled + old)  # and spooled twice: still one sample each
+        spool.close()
+        writer = BatchWriter(db, tmp_path / "spool", batch_size=3, interval_ms=50,
+                             queue_max=100, keep_chunks=True)
+        writer.sink.execute(writer.sink.statements(sampled[:2]))
+        writer.start()
+        deadline = time.monotonic() + 20
+        while writer.rows_replayed < 8 or writer.spool.pending:  # 2 + 6 spooled requests
+            assert time.monotonic() < deadline, writer.metrics()
+            time.sleep(0.05)
+        writer.stop()
+        assert writer.metrics()["rows_rejected"] == 0
+    rows, _ = stored(database_url)
+    assert len(rows) == 6
+    samples = stored_samples(database_url)
+    assert sorted((s["request_id"], s["account_id"]) for s in samples) == \
+        sorted((x.id, x.account_id) for x in exchanges)
+    assert {s["unified_status"] for s in samples} == {"allowed"}
+    assert spooled_files(tmp_path / "spool") == []
 
 
 # ------------------------------------------------------------------------ the proxy, real processes

@@ -31,7 +31,7 @@ def flask(cwd, *args, database_url=None, stdin=None):
 def test_db_commands(database_url, tmp_path):
     status = flask(tmp_path, "db", "status", database_url=database_url)
     assert status.returncode == 0, status.stderr
-    assert "Applied: none\nPending: 0001_initial" in status.stdout
+    assert "Applied: none\nPending: 0001_initial, 0002_ratelimit_request" in status.stdout
     # Processes starting together: each migration is applied once, the others wait and agree.
     racing = [subprocess.Popen(flask_args("db", "upgrade"), cwd=tmp_path,
                                env=flask_env(database_url), stdout=subprocess.PIPE,
@@ -39,26 +39,28 @@ def test_db_commands(database_url, tmp_path):
     results = [(proc.wait(60), *proc.communicate()) for proc in racing]
     assert [code for code, _, _ in results] == [0, 0, 0], results
     outputs = sorted(out.strip() for _, out, _ in results)
-    assert outputs[0].startswith("Applied 0001_initial to "), outputs
-    assert all(out.endswith("is up to date (0001_initial).") for out in outputs[1:]), outputs
+    assert outputs[0].startswith("Applied 0001_initial, 0002_ratelimit_request to "), outputs
+    assert all(out.endswith("is up to date (0002_ratelimit_request).")
+               for out in outputs[1:]), outputs
     assert all(err == "" for _, _, err in results), results
     status = flask(tmp_path, "db", "status", database_url=database_url)
-    assert "Applied: 0001_initial\nPending: none" in status.stdout
+    assert "Applied: 0001_initial, 0002_ratelimit_request\nPending: none" in status.stdout
     refused = flask(tmp_path, "db", "downgrade", database_url=database_url, stdin="n\n")
     assert refused.returncode == 1 and "Aborted" in refused.stderr
     downgraded = flask(tmp_path, "db", "downgrade", "--steps", "1", "--yes",
                        database_url=database_url)
     assert downgraded.returncode == 0, downgraded.stderr
-    assert downgraded.stdout.startswith("Rolled back 0001_initial on ")
+    assert downgraded.stdout.startswith("Rolled back 0002_ratelimit_request on ")
     assert status.stderr == downgraded.stderr == ""
     with opened(database_url) as db:
-        assert schema.status(db) == ([], ["0001_initial"])
+        assert schema.status(db) == (["0001_initial"], ["0002_ratelimit_request"])
 
 
 def test_default_sqlite_file_is_relative_to_the_working_directory(tmp_path):
     upgraded = flask(tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == "Applied 0001_initial to sqlite data/nexus.db."
+    assert upgraded.stdout.strip() == \
+        "Applied 0001_initial, 0002_ratelimit_request to sqlite data/nexus.db."
     assert (tmp_path / "data" / "nexus.db").is_file()
 
 

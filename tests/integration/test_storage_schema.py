@@ -30,8 +30,9 @@ INDEXES = {
                  "requests_model_received_at", "requests_session",
                  "requests_current_message_hash", "requests_parent_message_hash"},
     "ratelimit_samples": {"ratelimit_samples_sampled_at", "ratelimit_samples_account_sampled_at",
-                          "ratelimit_samples_domain_sampled_at"},
+                          "ratelimit_samples_domain_sampled_at", "ratelimit_samples_request"},
 }
+MIGRATIONS = ["0001_initial", "0002_ratelimit_request"]
 
 
 @pytest.fixture
@@ -84,8 +85,8 @@ def where(db, table: str, column: str, value) -> str:
 
 
 def test_upgrade_from_empty_builds_every_table_and_index(db):
-    assert schema.status(db) == ([], ["0001_initial"])
-    assert schema.upgrade(db) == ["0001_initial"]
+    assert schema.status(db) == ([], MIGRATIONS)
+    assert schema.upgrade(db) == MIGRATIONS
     assert TABLES <= set(db.get_tables())
     for model in MODELS:
         table = model._meta.table_name
@@ -99,12 +100,12 @@ def test_upgrade_from_empty_builds_every_table_and_index(db):
 def test_upgrade_is_idempotent_and_status_lists_applied(db):
     schema.upgrade(db)
     assert schema.upgrade(db) == []
-    assert schema.status(db) == (["0001_initial"], [])
-    assert db.execute_sql("SELECT COUNT(*) FROM migratehistory").fetchone()[0] == 1
+    assert schema.status(db) == (MIGRATIONS, [])
+    assert db.execute_sql("SELECT COUNT(*) FROM migratehistory").fetchone()[0] == 2
 
 
 def test_status_of_an_empty_database_writes_nothing(db):
-    assert schema.status(db) == ([], ["0001_initial"])
+    assert schema.status(db) == ([], MIGRATIONS)
     assert db.get_tables() == []
 
 
@@ -112,11 +113,13 @@ def test_downgrade_then_upgrade(db):
     schema.upgrade(db)
     with db.bind_ctx(MODELS):
         DashboardUser.create(name="ann", password_hash="x", created_at=datetime.now(UTC))
+    assert schema.downgrade(db) == ["0002_ratelimit_request"]
+    assert "ratelimit_samples_request" not in index_names(db, "ratelimit_samples")
     assert schema.downgrade(db, steps=5) == ["0001_initial"]
     assert set(db.get_tables()) == {"migratehistory"}, "partitions go with their tables"
-    assert schema.status(db) == ([], ["0001_initial"])
+    assert schema.status(db) == ([], MIGRATIONS)
     assert schema.downgrade(db) == []
-    assert schema.upgrade(db) == ["0001_initial"]
+    assert schema.upgrade(db) == MIGRATIONS
     with db.bind_ctx(MODELS):
         assert DashboardUser.select().count() == 0
 
@@ -255,7 +258,7 @@ def test_upgrade_on_start(database_url, tmp_path):
         upgrade_on_start(app)
         assert db.is_closed(), "the connection goes back once the schema is up to date"
         with db.connection_context():
-            assert schema.status(db) == (["0001_initial"], [])
+            assert schema.status(db) == (MIGRATIONS, [])
             assert Request.select().count() == 0, "the models are bound to the app's database"
     finally:
         getattr(db, "close_all", db.close)()

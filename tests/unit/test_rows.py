@@ -12,8 +12,10 @@ import pytest
 
 from app.errors import UpstreamError
 from app.proxy.exchange import Attempt, Exchange
-from app.storage.models import Request, RequestChunk
-from app.storage.rows import chunk_rows, clean, request_row
+from app.storage.models import RateLimitSample, Request, RequestChunk
+from app.storage.rows import SAMPLE, chunk_rows, clean, items, ratelimit_row, request_row
+from app.storage.spool import decode, encode
+from tests.fakes.api_headers import common_headers, ratelimit_headers, unified_headers
 
 KEY = "sk-ant-api03-unitsecret-abcdefghijklmnop"
 TOKEN = "opaque-bearer-token-0123456789"
@@ -166,6 +168,58 @@ def test_a_json_answer_is_stored_as_parsed_and_empty_fields_stay_empty():
     assert row["cache_creation_5m_tokens"] is None
     assert (row["tool_call_count"], row["tool_names"], row["model"]) == (0, [], None)
     assert chunk_rows(x) == []
+
+
+def answered(*families: list[tuple[str, str]]) -> Exchange:
+    """An API answer carrying these header families, through an account's credential."""
+    x = exchange(account_id="acc_team_1", upstream_status=200,
+                 response_headers=[("content-type", "application/json"),
+                                   *[pair for family in families for pair in family],
+                                   *common_headers("req_1", json_body=True)])
+    x.complete()
+    return x
+
+
+def test_a_ratelimit_sample_from_the_answers_headers():
+    x = answered(ratelimit_headers(100, 50), unified_headers({"status": "allowed_warning"}))
+    sample = ratelimit_row(x)
+    columns = {f.name for f in RateLimitSample._meta.sorted_fields if f.name != "id"}
+    assert set(sample) == columns
+    assert (sample["account_id"], sample["domain"], sample["request_id"]) == \
+        ("acc_team_1", "team.example.com", x.id)
+    assert sample["sampled_at"] == x.completed_at
+    assert (sample["requests_limit"], sample["requests_remaining"]) == (4_000, 3_999)
+    assert (sample["tokens_limit"], sample["tokens_remaining"]) == (2_400_000, 2_400_000)
+    assert sample["unified_status"] == "allowed_warning"
+    assert (sample["unified_5h_utilization"], sample["unified_7d_utilization"]) == (0.12, 0.34)
+    assert sample["unified_5h_reset"] > x.completed_at and sample["unified_7d_reset"].tzinfo
+    assert (sample["unified_representative_claim"], sample["unified_fallback_percentage"],
+            sample["unified_overage_status"]) == ("five_hour", 0.5, "rejected")
+    # Only the rate-limit pairs are kept: no cookie, no credential, by construction.
+    assert all(name.startswith("anthropic-ratelimit-") for name, _ in sample["headers"])
+    assert len(sample["headers"]) == 12 + 12
+    assert "_cfuvid" not in json.dumps(sample, default=str)
+
+
+def test_a_sample_rides_on_its_request_row_and_through_the_spool():
+    x = answered(unified_headers())
+    x.received_at = x.completed_at  # not yet completed: sampled when received
+    x.completed_at = None
+    (request, chunks), = items([x], keep_chunks=True)[0]
+    sample = request[SAMPLE]
+    assert sample["sampled_at"] == x.received_at and sample["requests_limit"] is None
+    assert sample["unified_status"] == "allowed"
+    lines = [decode(line) for line in encode([(request, chunks)]).splitlines()]
+    assert [table for table, _ in lines] == ["requests", "ratelimit_samples"]
+    assert SAMPLE not in lines[0][1] and lines[1][1] == sample, "datetimes round-trip"
+
+
+def test_no_sample_without_ratelimit_headers():
+    x = answered()
+    assert ratelimit_row(x) is None
+    assert ratelimit_row(exchange()) is None  # no answer at all
+    (request, _), = items([x], keep_chunks=False)[0]
+    assert SAMPLE not in request
 
 
 def test_clean_leaves_ordinary_text_alone():
