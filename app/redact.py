@@ -13,7 +13,7 @@ _ANTHROPIC_SECRET = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
 
 
 def mask_secret(secret: str) -> str:
-    """`sk-ant-…XXXX`: enough to tell keys apart, never enough to use one."""
+    """`sk-ant-…` plus the last four characters: enough to tell keys apart, never to use one."""
     tail = secret[-4:] if len(secret) >= 12 else ""
     return f"sk-ant-…{tail}"
 

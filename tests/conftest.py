@@ -10,6 +10,8 @@ from tests.fakes.upstream import FakeUpstream
 from tests.pg import PostgresCluster
 from tests.support import InProcessProxy, ProxyProcess
 
+pytest_plugins = ["tests.integration.upstream_requests"]  # the fake-upstream tests' fixtures
+
 
 @pytest.fixture(scope="session")
 def fake_upstream_server():

@@ -153,7 +153,7 @@ def _status_condition(status: str) -> Expression:
 
 def _text_condition(text: str) -> Expression:
     # Bodies are stored as the JSON text that crossed the wire, where a quote is \" and a
-    # newline \n, and some clients write non-ASCII as \uXXXX: also look for those spellings.
+    # newline \n, and some clients write non-ASCII as \u escapes: also look for those spellings.
     variants = dict.fromkeys((text, json.dumps(text, ensure_ascii=False)[1:-1],
                               json.dumps(text)[1:-1]))
     # `contains` is peewee's case-insensitive LIKE (ILIKE on PostgreSQL); it escapes %, _ and

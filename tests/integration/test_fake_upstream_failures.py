@@ -15,7 +15,6 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import anthropic
 import httpx2
@@ -24,7 +23,6 @@ import pytest
 from tests.fakes.upstream import (
     DEFAULT_TEXT,
     ErrorReply,
-    FakeUpstream,
     RawReply,
     Reply,
     Reset,
@@ -34,29 +32,15 @@ from tests.fakes.upstream import (
     fold_sse,
     text_block,
 )
-from tests.integration.upstream_requests import ARGS, raw_request
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeUpstream) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
-def client(fake: FakeUpstream) -> Iterator[anthropic.Anthropic]:
-    sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-api03-test", max_retries=0)
-    yield sdk
-    sdk.close()
-
+from tests.integration.upstream_requests import (
+    ARGS,
+    raw_request,
+)
 
 # ----------------------------------------------------------------------------- errors
+
+# `fake` and `client` are the fixtures of tests/integration/upstream_requests.py.
+pytestmark = pytest.mark.usefixtures("fresh_fake")
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 
-import anthropic
 import pytest
 
 from tests.fakes.messages import compact_json
@@ -20,7 +18,6 @@ from tests.fakes.models import MODELS
 from tests.fakes.sse import PING_EVENT, split_text
 from tests.fakes.upstream import (
     DEFAULT_TEXT,
-    FakeUpstream,
     Reply,
     build_message,
     build_sse,
@@ -32,29 +29,17 @@ from tests.fakes.upstream import (
     thinking_block,
     tool_use_block,
 )
-from tests.integration.upstream_requests import ARGS, MODEL, PROMPT, raw_request
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeUpstream) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
-def client(fake: FakeUpstream) -> Iterator[anthropic.Anthropic]:
-    sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-api03-test", max_retries=0)
-    yield sdk
-    sdk.close()
-
+from tests.integration.upstream_requests import (
+    ARGS,
+    MODEL,
+    PROMPT,
+    raw_request,
+)
 
 # ----------------------------------------------------------------------------- create
+
+# `fake` and `client` are the fixtures of tests/integration/upstream_requests.py.
+pytestmark = pytest.mark.usefixtures("fresh_fake")
 
 
 def test_create_returns_default_text_with_realistic_envelope(fake, client):

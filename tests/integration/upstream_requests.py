@@ -7,6 +7,10 @@ same below the SDK, for what it would hide (404s, content-coding, many connectio
 from __future__ import annotations
 
 import http.client
+from collections.abc import Iterator
+
+import anthropic
+import pytest
 
 from tests.fakes.upstream import FakeUpstream
 
@@ -25,3 +29,25 @@ def raw_request(
         return resp, resp.read()
     finally:
         conn.close()
+
+
+# Fixtures of the fake's own tests (a plugin of tests/conftest.py): each module that asks gets
+# a private fake — a session-wide one could be handed a late request of an earlier proxy test —
+# emptied before every test by `fresh_fake`.
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def fresh_fake(fake: FakeUpstream) -> None:
+    fake.reset()
+
+
+@pytest.fixture(scope="module")
+def client(fake: FakeUpstream) -> Iterator[anthropic.Anthropic]:
+    sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-api03-test", max_retries=0)
+    yield sdk
+    sdk.close()
