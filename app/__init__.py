@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -26,6 +27,8 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     app.config["NEXUS_SETTINGS"] = settings
     configure_logging(settings.log_level, settings.log_format)
 
+    # Usage windows and relative ranges read the time here, so tests can set the clock.
+    app.extensions["nexus.clock"] = lambda: datetime.now(UTC)
     bus = EventBus()
     app.extensions["nexus.events"] = bus
     ExchangeLog(settings.debug).subscribe(bus)

@@ -113,6 +113,35 @@ def _optional_secret(raw: str) -> str | None:
     return value or None
 
 
+def _optional_integer(low: int) -> Callable[[str], int | None]:
+    strict = _integer(low)
+
+    def parse(raw: str) -> int | None:
+        return strict(raw) if raw.strip() else None
+
+    return parse
+
+
+def _percent_levels(raw: str) -> tuple[int, ...]:
+    """`80,95` -> (80, 95): distinct whole percents from 1 to 100, in rising order."""
+    levels = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isascii() or not part.isdigit() or not 1 <= int(part) <= 100:
+            raise ValueError("expected whole percents from 1 to 100 separated by commas")
+        levels.add(int(part))
+    return tuple(sorted(levels))
+
+
+def _optional_file(raw: str) -> str | None:
+    value = raw.strip()
+    if value and not Path(value).is_file():
+        raise ValueError(f"no such file: {value}")
+    return value or None
+
+
 def _database_url(raw: str) -> str:
     value = raw.strip()
     scheme = value.split("://", 1)[0] if "://" in value else ""
@@ -163,6 +192,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DASHBOARD_API_KEY", "", _optional_secret,
             "Key for `/api/*` (`Authorization: Bearer` or `X-Dashboard-Key`). Unset: `/api/*` "
             "answers loopback clients only."),
+    Setting("ALERT_WINDOW_TOKEN_LIMIT", "", _optional_integer(1),
+            "Output tokens per account in a 5-hour window that count as 100 % for quota "
+            "alerts. Unset: no window alerts (the upstream's own rate-limit statuses still "
+            "alert)."),
+    Setting("ALERT_THRESHOLDS", "80,95", _percent_levels,
+            "Percent levels of the window limit, and of the upstream's unified 5h/7d "
+            "utilization, that raise an alert once per window and level."),
+    Setting("PRICES_FILE", "", _optional_file,
+            "A price file replacing the bundled `app/usage/prices.json` (same format); read at "
+            "start-up."),
     Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),

@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +57,36 @@ class OAuthRefreshFailed:
     domain: str
     account_id: str | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAlert:
+    """A quota alert (SPEC §6.2), published by the writer side after the rows that caused it
+    are committed; the notifications send it.
+
+    kinds:
+    - ``window_tokens``: an account's output tokens in the rolling 5-hour window crossed
+      ``level`` percent of ALERT_WINDOW_TOKEN_LIMIT;
+    - ``unified_utilization``: the upstream's ``unified-{5h,7d}-utilization`` crossed ``level``
+      percent (``window`` says which);
+    - ``unified_status``: the upstream's unified status became ``level`` (``allowed_warning``
+      or ``rejected``).
+
+    ``key`` names the window and level (the account, the kind, the level and when the window
+    started or resets), so that a receiver can send each one once.
+    """
+
+    kind: str
+    domain: str
+    account_id: str | None
+    level: str
+    window: str                        # "5h" or "7d"
+    used_percent: float | None         # of the limit or the upstream's utilization
+    tokens: int | None                 # window_tokens: output tokens in the window
+    limit: int | None                  # window_tokens: ALERT_WINDOW_TOKEN_LIMIT
+    resets_at: datetime | None         # when the window (or its oldest request) ends
+    request_id: str | None             # the request whose answer crossed the level
+    key: str
 
 
 Subscriber = Callable[[Any], None]

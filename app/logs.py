@@ -8,7 +8,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from app.events import EventBus, ExchangeEnded
+from app.events import EventBus, ExchangeEnded, UsageAlert
 from app.redact import mask_text, redact_headers
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -71,7 +71,8 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class ExchangeLog:
-    """One line per finished exchange; with DEBUG, its headers and bodies too (masked)."""
+    """One line per finished exchange (with DEBUG, its headers and bodies too, masked), and a
+    warning per usage alert, so alerts are seen even where no notification is configured."""
 
     def __init__(self, debug: bool):
         self.debug = debug
@@ -79,6 +80,22 @@ class ExchangeLog:
 
     def subscribe(self, bus: EventBus) -> None:
         bus.subscribe(ExchangeEnded, self.on_ended)
+        bus.subscribe(UsageAlert, self.on_alert)
+
+    def on_alert(self, alert: UsageAlert) -> None:
+        who = alert.account_id or f"domain {alert.domain}"
+        if alert.kind == "unified_status":
+            what = f"upstream rate-limit status is {alert.level}"
+        elif alert.kind == "unified_utilization":
+            what = f"upstream {alert.window} utilization reached {alert.level}%"
+        else:
+            what = (f"{alert.tokens} output tokens in 5 h reached {alert.level}% of "
+                    f"{alert.limit}")
+        resets = f" (resets {alert.resets_at:%Y-%m-%d %H:%M} UTC)" if alert.resets_at else ""
+        self.log.warning("usage alert: %s: %s%s", who, what, resets,
+                         extra={"request_id": alert.request_id, "alert_kind": alert.kind,
+                                "alert_level": alert.level, "account_id": alert.account_id,
+                                "domain": alert.domain, "used_percent": alert.used_percent})
 
     def on_ended(self, event: ExchangeEnded) -> None:
         x = event.exchange

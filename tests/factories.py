@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from app.storage.models import Request, RequestChunk
+from app.storage.models import Request, RequestChunk, database_proxy
+from app.storage.sink import make_sink
 
 
 def messages_body(text: str = "Hello", model: str = "claude-sonnet-4-5", stream: bool = False,
@@ -62,7 +63,19 @@ def request_row(**overrides: Any) -> dict[str, Any]:
 
 
 def insert_requests(*rows: dict[str, Any]) -> None:
+    """Insert rows as they are, bypassing the writer (so the usage roll-ups do not see them)."""
     Request.insert_many(rows).execute()
+
+
+def record_requests(*rows: dict[str, Any]) -> None:
+    """Write rows the way the batch writer does (one transaction, usage roll-ups included),
+    into the database the models are bound to. A row may carry its rate-limit sample under
+    `app.storage.rows.SAMPLE`."""
+    sink = make_sink(database_proxy.obj)
+    try:
+        sink.execute(sink.statements([(dict(row), []) for row in rows]))
+    finally:
+        sink.close()
 
 
 def sse_event(name: str, data: Any) -> str:

@@ -27,7 +27,7 @@ class StorageUnavailable(NexusError):
 
 def init_app(app: Flask) -> None:
     """Register the `/api` routes and the access rule in front of them."""
-    from app.api import requests  # noqa: F401  (its routes attach to `bp` on import)
+    from app.api import requests, usage  # noqa: F401  (their routes attach to `bp` on import)
 
     app.register_blueprint(bp)
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.errors import InvalidRequest
 from app.storage.queries import STATUS_DISCONNECTED, STATUS_ERROR, RequestFilter
+from app.storage.usage import RateLimitFilter, UsageFilter
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -25,6 +26,16 @@ MAX_VALUE = 500                # characters of any other value
 LIST_FILTERS = ("domain", "account", "model", "type", "status", "conversation_id", "since",
                 "until", "q")
 PAGING = ("limit", "offset")
+WINDOW_PARAMS = ("account", "domain", "model", "hours")
+DAILY_PARAMS = ("account", "domain", "model", "days")
+TOOLS_PARAMS = ("account", "domain", "days")
+ACCOUNTS_PARAMS = ("days",)
+RATELIMIT_PARAMS = ("account", "domain", "since", "until") + PAGING
+STATS_PARAMS = ("since", "until", "domain", "account", "model", "conversation_id")
+
+DEFAULT_HOURS, MAX_HOURS = 5, 168     # a week of windows at most
+DEFAULT_DAYS, MAX_DAYS = 30, 366      # a (leap) year of history at most
+DEFAULT_STATS_SPAN = timedelta(hours=24)
 
 _RELATIVE = re.compile(r"(\d{1,6})([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -55,6 +66,45 @@ def request_filter(args: Args, now: datetime | None = None) -> RequestFilter:
         until=until,
         text=values.get("q"),
     )
+
+
+def usage_window(args: Args) -> tuple[UsageFilter, int]:
+    """The filters of `GET /api/usage/window` and its length in hours."""
+    values = _single_values(args, WINDOW_PARAMS)
+    return _usage_filter(values), _bounded(values, "hours", DEFAULT_HOURS, 1, MAX_HOURS)
+
+
+def usage_days(args: Args, known: Sequence[str] = DAILY_PARAMS) -> tuple[UsageFilter, int]:
+    """The filters of a day-by-day usage answer (`known` names those it takes) and its number
+    of days."""
+    values = _single_values(args, known)
+    return _usage_filter(values), _bounded(values, "days", DEFAULT_DAYS, 1, MAX_DAYS)
+
+
+def ratelimit_filter(args: Args, now: datetime) -> RateLimitFilter:
+    """The filters of `GET /api/ratelimits` (paging apart)."""
+    values = _single_values(args, RATELIMIT_PARAMS)
+    since, until = _time_range(values, now)
+    domain = values.get("domain")
+    return RateLimitFilter(domain=domain.lower() if domain else None,
+                           account=values.get("account"), since=since, until=until)
+
+
+def ratelimit_paging(args: Args) -> tuple[int, int]:
+    """Paging of `GET /api/ratelimits`."""
+    return paging(args, known=RATELIMIT_PARAMS)
+
+
+def stats_range(args: Args, now: datetime) -> tuple[UsageFilter, datetime, datetime]:
+    """The filters of `GET /api/stats` and its range: `since` defaults to 24 hours before
+    `now`, `until` to `now`."""
+    values = _single_values(args, STATS_PARAMS)
+    since, until = _time_range(values, now)
+    until = until or now
+    since = since or min(until, now) - DEFAULT_STATS_SPAN
+    if since > until:
+        raise InvalidRequest("Invalid parameter 'since': it is later than 'until'.")
+    return _usage_filter(values), since, until
 
 
 def paging(args: Args, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT,
@@ -106,6 +156,29 @@ def _single_values(args: Args, known: Sequence[str]) -> dict[str, str]:
         if value:
             values[name] = value
     return values
+
+
+def _usage_filter(values: dict[str, str]) -> UsageFilter:
+    domain = values.get("domain")
+    return UsageFilter(domain=domain.lower() if domain else None, account=values.get("account"),
+                       model=values.get("model"), conversation_id=values.get("conversation_id"))
+
+
+def _time_range(values: dict[str, str],
+                now: datetime) -> tuple[datetime | None, datetime | None]:
+    since = _time(values, "since", now)
+    until = _time(values, "until", now)
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest("Invalid parameter 'since': it is later than 'until'.")
+    return since, until
+
+
+def _bounded(values: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _integer(values, name, default)
+    if not low <= value <= high:
+        raise InvalidRequest(f"Invalid parameter '{name}': expected a whole number from {low} "
+                             f"to {high}.")
+    return value
 
 
 def _integer(values: dict[str, str], name: str, default: int) -> int:

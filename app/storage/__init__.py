@@ -12,27 +12,38 @@ import logging
 
 from flask import Flask
 
+from app.config import ConfigError
 from app.storage import commands, schema
+from app.storage.alerting import AlertWatch
 from app.storage.database import describe, make_database, storage_errors
 from app.storage.models import bind
 from app.storage.partitions import ensure_partitions
 from app.storage.retention import RetentionKeeper
 from app.storage.writer import BatchWriter
+from app.usage.pricing import load_prices
 
 log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
-    """Build the database, bind the models to it, create the writer (not started) and register
-    the `db` commands."""
+    """Build the database, bind the models to it, create the writer (not started) with the
+    price table and the alert watch, and register the `db` commands. Raises ConfigError for a
+    price file that cannot be used."""
     settings = app.config["NEXUS_SETTINGS"]
     db = make_database(settings.database_url, settings.database_pool_size)
     bind(db)
     app.extensions["nexus.db"] = db
+    try:
+        prices = load_prices(settings.prices_file)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"PRICES_FILE: {err}") from None
+    watch = AlertWatch(settings.alert_window_token_limit, settings.alert_thresholds,
+                       clock=lambda: app.extensions["nexus.clock"]())
     writer = BatchWriter(db, settings.spool_dir, batch_size=settings.storage_batch_size,
                          interval_ms=settings.storage_batch_interval_ms,
                          queue_max=settings.storage_queue_max,
-                         keep_chunks=settings.store_streaming_chunks)
+                         keep_chunks=settings.store_streaming_chunks, prices=prices,
+                         watch=watch)
     writer.subscribe(app.extensions["nexus.events"])
     app.extensions["nexus.writer"] = writer
     app.extensions["nexus.retention"] = RetentionKeeper(db, settings.retention_days)

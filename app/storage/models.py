@@ -172,6 +172,50 @@ class RateLimitSample(BaseModel):
         table_name = "ratelimit_samples"
 
 
+class UsageHourly(BaseModel):
+    """The requests of one hour, domain, account and model, added up by the writer as it
+    inserts them (no NULL in the key: an absent account or model is '')."""
+
+    hour = UTCDateTimeField()
+    domain = TextField()
+    account_id = TextField(default="")
+    model = TextField(default="")
+    request_count = BigIntegerField(default=0)
+    error_count = BigIntegerField(default=0)
+    disconnected_count = BigIntegerField(default=0)
+    input_tokens = BigIntegerField(default=0)
+    output_tokens = BigIntegerField(default=0)
+    cache_creation_input_tokens = BigIntegerField(default=0)
+    cache_creation_5m_tokens = BigIntegerField(default=0)
+    cache_creation_1h_tokens = BigIntegerField(default=0)
+    cache_read_input_tokens = BigIntegerField(default=0)
+    cost_microusd = BigIntegerField(default=0)
+    cost_flagged_count = BigIntegerField(default=0)
+    tool_call_count = BigIntegerField(default=0)
+    duration_count = BigIntegerField(default=0)
+    first_token_count = BigIntegerField(default=0)
+    duration_ms_sum = FloatField(default=0)
+    first_token_ms_sum = FloatField(default=0)
+
+    class Meta:
+        table_name = "usage_hourly"
+        primary_key = CompositeKey("hour", "domain", "account_id", "model")
+
+
+class UsageToolHourly(BaseModel):
+    """Tool calls of one hour, domain and account, per tool name."""
+
+    hour = UTCDateTimeField()
+    domain = TextField()
+    account_id = TextField(default="")
+    tool_name = TextField()
+    call_count = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "usage_tool_hourly"
+        primary_key = CompositeKey("hour", "domain", "account_id", "tool_name")
+
+
 class DashboardUser(BaseModel):
     """A person allowed into the dashboard."""
 
@@ -184,7 +228,7 @@ class DashboardUser(BaseModel):
         table_name = "dashboard_users"
 
 
-MODELS = (Request, RequestChunk, RateLimitSample, DashboardUser)
+MODELS = (Request, RequestChunk, RateLimitSample, UsageHourly, UsageToolHourly, DashboardUser)
 
 
 def bind(db) -> None:

@@ -52,12 +52,14 @@ Item = tuple[dict[str, Any], list[dict[str, Any]]]
 SAMPLE = "_ratelimit_sample"
 
 
-def items(exchanges: list[Exchange], keep_chunks: bool) -> tuple[list[Item], list]:
-    """The rows of each exchange, and (exchange id, error) for any that could not be built."""
+def items(exchanges: list[Exchange], keep_chunks: bool,
+          prices: PriceTable | None = None) -> tuple[list[Item], list]:
+    """The rows of each exchange, and (exchange id, error) for any that could not be built;
+    costs from `prices` (default: the bundled price file)."""
     built, failures = [], []
     for exchange in exchanges:
         try:
-            request = request_row(exchange)
+            request = request_row(exchange, prices)
             sample = ratelimit_row(exchange)
             if sample is not None:
                 request[SAMPLE] = sample

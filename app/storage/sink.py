@@ -8,6 +8,11 @@ row must be seen (and set aside). The SQL is written here rather than by `insert
 query compiler costs about 20 µs a row — some 1 ms of CPU per streamed exchange with its chunks,
 the writer's largest cost by far; every value still goes through its model field's `db_value`.
 
+Each request INSERT returns the ids it inserted, and the hourly usage roll-ups (`usage_hourly`,
+`usage_tool_hourly`) get the shares of exactly those rows, by upserts in the same transaction:
+a request is counted once however often it is replayed, and the roll-ups always agree with the
+rows. `query` reads on the writer's connection (the alert watch, after a commit).
+
 SQLite: the sink opens a connection of its own, used only by the writer's native thread
 (under gevent a sqlite3 call blocks every greenlet for as long as it runs, so it must not run on
 the hub). Nothing but sqlite3 runs inside its transaction: no logging, no gevent, no yield.
@@ -21,13 +26,21 @@ from __future__ import annotations
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
 
 from app.storage.database import SQLITE_PRAGMAS, is_postgres
-from app.storage.models import RateLimitSample, Request, RequestChunk
+from app.storage.models import (
+    RateLimitSample,
+    Request,
+    RequestChunk,
+    UsageHourly,
+    UsageToolHourly,
+)
 from app.storage.rows import Item, sample_of
+from app.usage.rollup import COLUMNS, Contribution, add_up, contribution
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +55,31 @@ REFUSED = (peewee.DataError, peewee.IntegrityError, sqlite3.DataError, sqlite3.I
 
 Statement = tuple[str, list[Any]]
 
+ROLLUP_KEY = ("hour", "domain", "account_id", "model")
+TOOL_KEY = ("hour", "domain", "account_id", "tool_name")
+
 
 def refused(err: BaseException) -> bool:
     """True when the database refused these rows (bad data), not when it is unavailable."""
     return isinstance(err, REFUSED)
+
+
+@dataclass
+class Batch:
+    """A batch's SQL: the request inserts (each RETURNING the ids it inserted), the rest of its
+    rows, and each request's roll-up share, added once its row is known to be new."""
+
+    requests: list[Statement]
+    others: list[Statement]
+    usage: dict[str, Contribution]
+
+
+@dataclass
+class Committed:
+    """What a committed batch changed: the ids of the request rows it inserted (a replayed
+    row already stored is not among them)."""
+
+    inserted: set[str] = field(default_factory=set)
 
 
 class _Sink(ABC):
@@ -54,33 +88,66 @@ class _Sink(ABC):
     def __init__(self, db: peewee.Database):
         self.db = db
 
-    def statements(self, items: list[Item]) -> list[Statement]:
+    def statements(self, items: list[Item]) -> Batch:
         """The inserts of a batch: its requests, their chunks, then their rate-limit samples
         (pure CPU: any thread). A replayed sample is skipped by its unique `request_id`."""
-        out = []
         requests = [request for request, _ in items]
         chunks = [chunk for _, rows in items for chunk in rows]
         samples = [sample for request in requests if (sample := sample_of(request))]
-        for model, rows in ((Request, requests), (RequestChunk, chunks),
-                            (RateLimitSample, samples)):
-            fields = [field for field in model._meta.sorted_fields
-                      if not isinstance(field, peewee.AutoField)]  # the database numbers them
-            head = (f'INSERT INTO "{model._meta.table_name}" ('
-                    + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
-            values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
-            per_statement = max(1, MAX_PARAMS // len(fields))
-            for start in range(0, len(rows), per_statement):
-                part = rows[start:start + per_statement]
-                out.append((head + ", ".join([values] * len(part)) + " ON CONFLICT DO NOTHING",
-                            [field.db_value(row[field.name]) for row in part for field in fields]))
-        return out
+        return Batch(self._inserts(Request, requests, ' RETURNING "id"'),
+                     self._inserts(RequestChunk, chunks) + self._inserts(RateLimitSample, samples),
+                     {request["id"]: contribution(request) for request in requests})
+
+    def _inserts(self, model: type[peewee.Model], rows: list[dict], tail: str = "",
+                 ) -> list[Statement]:
+        fields = [field for field in model._meta.sorted_fields
+                  if not isinstance(field, peewee.AutoField)]  # the database numbers them
+        return self._values(model, fields, [[field.db_value(row[field.name]) for field in fields]
+                                            for row in rows], " ON CONFLICT DO NOTHING" + tail)
+
+    def _values(self, model: type[peewee.Model], fields: list[peewee.Field],
+                rows: list[list[Any]], tail: str) -> list[Statement]:
+        """Multi-row INSERTs of `rows` (values in `fields` order) within the parameter limit."""
+        head = (f'INSERT INTO "{model._meta.table_name}" ('
+                + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
+        values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
+        per_statement = max(1, MAX_PARAMS // len(fields))
+        return [(head + ", ".join([values] * len(part)) + tail,
+                 [value for row in part for value in row])
+                for start in range(0, len(rows), per_statement)
+                if (part := rows[start:start + per_statement])]
+
+    def rollups(self, batch: Batch, inserted: set[str]) -> list[Statement]:
+        """Upserts adding the new requests' shares to their hours (no-op for none)."""
+        hours, tools = add_up(part for request_id, part in batch.usage.items()
+                              if request_id in inserted)
+        hourly_fields = [UsageHourly._meta.fields[name] for name in ROLLUP_KEY + COLUMNS]
+        tool_fields = [UsageToolHourly._meta.fields[name] for name in TOOL_KEY + ("call_count",)]
+        return (
+            self._values(UsageHourly, hourly_fields,
+                         [[UsageHourly.hour.db_value(key[0]), *key[1:], *sums]
+                          for key, sums in hours.items()],
+                         _accumulate("usage_hourly", ROLLUP_KEY, COLUMNS))
+            + self._values(UsageToolHourly, tool_fields,
+                           [[UsageToolHourly.hour.db_value(key[0]), *key[1:], count]
+                            for key, count in tools.items()],
+                           _accumulate("usage_tool_hourly", TOOL_KEY, ("call_count",))))
 
     @abstractmethod
-    def execute(self, statements: list[Statement]) -> None:
-        """Run a batch's statements in one transaction."""
+    def execute(self, batch: Batch) -> Committed:
+        """Run a batch in one transaction."""
+
+    @abstractmethod
+    def query(self, sql: str, params: list[Any]) -> list[tuple]:
+        """The rows of one read, on the writer's connection (outside any transaction)."""
 
     def close(self) -> None:  # noqa: B027 — the PostgreSQL sink borrows from the pool: no-op
         """Let go of the sink's connection (it reconnects on the next batch)."""
+
+
+def _accumulate(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f'"{name}" = "{table}"."{name}" + excluded."{name}"' for name in columns)
+    return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
 
 
 class SqliteSink(_Sink):
@@ -90,15 +157,18 @@ class SqliteSink(_Sink):
         super().__init__(db)
         self._conn: sqlite3.Connection | None = None
 
-    def execute(self, statements: list[Statement]) -> None:
-        """All statements in one transaction; raises sqlite3 errors (nothing committed)."""
+    def execute(self, batch: Batch) -> Committed:
+        """The batch in one transaction; raises sqlite3 errors (nothing committed)."""
         conn = self._conn or self._connect()
+        committed = Committed()
         try:
             # IMMEDIATE takes the write lock up front: waiting for it (busy_timeout) happens
             # before any work, and the transaction never fails half-way for want of it.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
+                for sql, params in batch.requests:
+                    committed.inserted.update(row[0] for row in conn.execute(sql, params))
+                for sql, params in batch.others + self.rollups(batch, committed.inserted):
                     conn.execute(sql, params)
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -107,6 +177,15 @@ class SqliteSink(_Sink):
         except sqlite3.Error as err:
             if not refused(err):
                 self.close()  # locked, I/O error, file gone: start afresh next time
+            raise
+        return committed
+
+    def query(self, sql: str, params: list[Any]) -> list[tuple]:
+        conn = self._conn or self._connect()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error:
+            self.close()
             raise
 
     def _connect(self) -> sqlite3.Connection:
@@ -135,15 +214,18 @@ class PostgresSink(_Sink):
 
     native = False
 
-    def execute(self, statements: list[Statement]) -> None:
-        """All statements in one transaction; raises peewee errors (nothing committed)."""
+    def execute(self, batch: Batch) -> Committed:
+        """The batch in one transaction; raises peewee errors (nothing committed)."""
         db = self.db
+        committed = Committed()
         try:
             db.connect(reuse_if_open=True)
             with db.atomic():
                 db.execute_sql(f"SET LOCAL lock_timeout = {PG_LOCK_WAIT_MS}")
                 db.execute_sql(f"SET LOCAL statement_timeout = {PG_STATEMENT_MS}")
-                for sql, params in statements:
+                for sql, params in batch.requests:
+                    committed.inserted.update(row[0] for row in db.execute_sql(sql, params))
+                for sql, params in batch.others + self.rollups(batch, committed.inserted):
                     db.execute_sql(sql, params)
         except Exception as err:
             if refused(err):
@@ -152,6 +234,21 @@ class PostgresSink(_Sink):
                 self._discard()
             raise
         db.close()  # back to the pool
+        return committed
+
+    def query(self, sql: str, params: list[Any]) -> list[tuple]:
+        db = self.db
+        try:
+            db.connect(reuse_if_open=True)
+            with db.atomic():
+                db.execute_sql(f"SET LOCAL statement_timeout = {PG_STATEMENT_MS}")
+                return db.execute_sql(sql, params).fetchall()
+        except Exception:
+            self._discard()
+            raise
+        finally:
+            if not db.is_closed():
+                db.close()
 
     def _discard(self) -> None:
         """Drop the failed connection and the idle ones: after an outage they are dead too."""

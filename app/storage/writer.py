@@ -31,11 +31,13 @@ import peewee
 from app.events import EventBus, ExchangeEnded
 from app.proxy.exchange import Exchange
 from app.storage import rows
+from app.storage.alerting import AlertWatch
 from app.storage.database import describe, one_line
 from app.storage.runner import Abandoned, Runner
 from app.storage.sink import make_sink, refused
 from app.storage.spool import Spool
 from app.storage.spooler import Spooler
+from app.usage.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,11 @@ class BatchWriter:
     """Owns the queue, the loop, the sink and the spool; `app.extensions["nexus.writer"]`."""
 
     def __init__(self, db: peewee.Database, spool_dir: str | Path, *, batch_size: int,
-                 interval_ms: int, queue_max: int, keep_chunks: bool):
+                 interval_ms: int, queue_max: int, keep_chunks: bool,
+                 prices: PriceTable | None = None, watch: AlertWatch | None = None):
         self.db, self.sink = db, make_sink(db)
+        self.prices, self.watch = prices, watch
+        self._bus: EventBus | None = None
         self.batch_size, self.interval_s = batch_size, interval_ms / 1000
         self.queue_max, self.keep_chunks = queue_max, keep_chunks
         self.rows_written = self.rows_replayed = 0
@@ -76,6 +81,8 @@ class BatchWriter:
     # ---------------------------------------------------------------- life
 
     def subscribe(self, bus: EventBus) -> None:
+        """Record the exchanges ended on `bus`, and publish the usage alerts there."""
+        self._bus = bus
         bus.subscribe(ExchangeEnded, self._on_ended)
 
     def start(self) -> None:
@@ -241,9 +248,9 @@ class BatchWriter:
         """Commit the items; False when the database is unavailable. Rows it refuses are found
         by retrying one by one, and set aside."""
         try:
-            statements = self._run.call(self.sink.statements, items)
-            self._run.call(self.sink.execute, statements, native=self.sink.native,
-                           database=True)
+            batch = self._run.call(self.sink.statements, items)
+            committed = self._run.call(self.sink.execute, batch, native=self.sink.native,
+                                       database=True)
         except Abandoned:
             return False
         except Exception as err:
@@ -257,7 +264,23 @@ class BatchWriter:
         self.rows_written += len(items)
         self.rows_replayed += len(items) if replayed else 0
         self._db_ok()
+        self._alert(items, committed.inserted)
         return True
+
+    def _alert(self, items: list[rows.Item], inserted: set[str]) -> None:
+        """Publish the usage alerts the rows just committed raise (never fails the batch)."""
+        if self.watch is None or self._bus is None or not inserted:
+            return
+        try:
+            alerts = self._run.call(self.watch.check, items, inserted, self.sink.query,
+                                    native=self.sink.native, database=True)
+        except Abandoned:
+            return
+        except Exception as err:
+            log.warning("storage: usage alerts not checked: %s", one_line(err))
+            return
+        for alert in alerts:
+            self._bus.publish(alert)
 
     # ---------------------------------------------------------------- state and spooling
 
@@ -298,7 +321,7 @@ class BatchWriter:
             self._spooling = False
 
     def _build(self, exchanges: list[Exchange]) -> list[rows.Item]:
-        built, failures = self._run.call(rows.items, exchanges, self.keep_chunks)
+        built, failures = self._run.call(rows.items, exchanges, self.keep_chunks, self.prices)
         for exchange_id, err in failures:
             self.spooler.lost(1, f"exchange {exchange_id}: {one_line(err)}")
             log.error("storage: cannot record exchange %s", exchange_id, exc_info=err)

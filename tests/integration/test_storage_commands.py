@@ -28,10 +28,13 @@ def flask(cwd, *args, database_url=None, stdin=None):
                           capture_output=True, text=True, timeout=60)
 
 
+ALL = "0001_initial, 0002_ratelimit_request, 0003_usage_rollups"
+
+
 def test_db_commands(database_url, tmp_path):
     status = flask(tmp_path, "db", "status", database_url=database_url)
     assert status.returncode == 0, status.stderr
-    assert "Applied: none\nPending: 0001_initial, 0002_ratelimit_request" in status.stdout
+    assert f"Applied: none\nPending: {ALL}" in status.stdout
     # Processes starting together: each migration is applied once, the others wait and agree.
     racing = [subprocess.Popen(flask_args("db", "upgrade"), cwd=tmp_path,
                                env=flask_env(database_url), stdout=subprocess.PIPE,
@@ -39,28 +42,29 @@ def test_db_commands(database_url, tmp_path):
     results = [(proc.wait(60), *proc.communicate()) for proc in racing]
     assert [code for code, _, _ in results] == [0, 0, 0], results
     outputs = sorted(out.strip() for _, out, _ in results)
-    assert outputs[0].startswith("Applied 0001_initial, 0002_ratelimit_request to "), outputs
-    assert all(out.endswith("is up to date (0002_ratelimit_request).")
+    assert outputs[0].startswith(f"Applied {ALL} to "), outputs
+    assert all(out.endswith("is up to date (0003_usage_rollups).")
                for out in outputs[1:]), outputs
     assert all(err == "" for _, _, err in results), results
     status = flask(tmp_path, "db", "status", database_url=database_url)
-    assert "Applied: 0001_initial, 0002_ratelimit_request\nPending: none" in status.stdout
+    assert f"Applied: {ALL}\nPending: none" in status.stdout
     refused = flask(tmp_path, "db", "downgrade", database_url=database_url, stdin="n\n")
     assert refused.returncode == 1 and "Aborted" in refused.stderr
     downgraded = flask(tmp_path, "db", "downgrade", "--steps", "1", "--yes",
                        database_url=database_url)
     assert downgraded.returncode == 0, downgraded.stderr
-    assert downgraded.stdout.startswith("Rolled back 0002_ratelimit_request on ")
+    assert downgraded.stdout.startswith("Rolled back 0003_usage_rollups on ")
     assert status.stderr == downgraded.stderr == ""
     with opened(database_url) as db:
-        assert schema.status(db) == (["0001_initial"], ["0002_ratelimit_request"])
+        assert schema.status(db) == (["0001_initial", "0002_ratelimit_request"],
+                                     ["0003_usage_rollups"])
 
 
 def test_default_sqlite_file_is_relative_to_the_working_directory(tmp_path):
     upgraded = flask(tmp_path, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.strip() == \
-        "Applied 0001_initial, 0002_ratelimit_request to sqlite data/nexus.db."
+        f"Applied {ALL} to sqlite data/nexus.db."
     assert (tmp_path / "data" / "nexus.db").is_file()
 
 

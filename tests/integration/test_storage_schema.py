@@ -32,7 +32,7 @@ INDEXES = {
     "ratelimit_samples": {"ratelimit_samples_sampled_at", "ratelimit_samples_account_sampled_at",
                           "ratelimit_samples_domain_sampled_at", "ratelimit_samples_request"},
 }
-MIGRATIONS = ["0001_initial", "0002_ratelimit_request"]
+MIGRATIONS = ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups"]
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_upgrade_is_idempotent_and_status_lists_applied(db):
     schema.upgrade(db)
     assert schema.upgrade(db) == []
     assert schema.status(db) == (MIGRATIONS, [])
-    assert db.execute_sql("SELECT COUNT(*) FROM migratehistory").fetchone()[0] == 2
+    assert db.execute_sql("SELECT COUNT(*) FROM migratehistory").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_status_of_an_empty_database_writes_nothing(db):
@@ -113,6 +113,8 @@ def test_downgrade_then_upgrade(db):
     schema.upgrade(db)
     with db.bind_ctx(MODELS):
         DashboardUser.create(name="ann", password_hash="x", created_at=datetime.now(UTC))
+    assert schema.downgrade(db) == ["0003_usage_rollups"]
+    assert "usage_hourly" not in db.get_tables()
     assert schema.downgrade(db) == ["0002_ratelimit_request"]
     assert "ratelimit_samples_request" not in index_names(db, "ratelimit_samples")
     assert schema.downgrade(db, steps=5) == ["0001_initial"]

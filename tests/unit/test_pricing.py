@@ -254,3 +254,20 @@ def test_malformed_files_name_file_and_entry(tmp_path, data, message):
 def test_string_prices_are_accepted(tmp_path):
     table = load_prices(write(tmp_path, bad_entry(input="0.125")))
     assert table.models["claude-test-1-20260101"].input == Decimal("0.125")
+
+
+def test_prices_file_setting_replaces_the_bundled_table(tmp_path):
+    from app import create_app
+    from app.config import ConfigError
+
+    def app_with(path):
+        return create_app({"PRICES_FILE": str(path), "DATABASE_URL": f"sqlite:///{tmp_path}/d.db",
+                           "CREDENTIALS_DIR": str(tmp_path)}, env_file=None)
+
+    prices = app_with(write(tmp_path, minimal())).extensions["nexus.writer"].prices
+    assert prices.price_for("claude-test-1-20260101")[0].cache_write_1h == Decimal(2)
+    assert prices.price_for("claude-sonnet-4-5") == (None, True)  # only the file's models
+    with pytest.raises(ConfigError, match=r"^PRICES_FILE: .*bad\.json: not valid JSON"):
+        app_with(write(tmp_path, "{", "bad.json"))
+    with pytest.raises(ConfigError, match="PRICES_FILE.*no such file"):
+        app_with(tmp_path / "missing.json")
