@@ -55,7 +55,8 @@ def request_row(**overrides: Any) -> dict[str, Any]:
         conversation_id=None, branch_id=None, parent_request_id=None,
         current_message_hash=None, parent_message_hash=None, system_hash=None,
         message_count=1, is_subtask=False, parent_task_request_id=None,
-        is_compaction_request=False, is_compaction_continuation=False, is_retry=False)
+        is_compaction_request=False, is_compaction_continuation=False, is_retry=False,
+        response_hash=None)
     unknown = set(overrides) - set(row)
     assert not unknown, f"not columns of requests: {unknown}"
     row.update(overrides)

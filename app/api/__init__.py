@@ -27,7 +27,11 @@ class StorageUnavailable(NexusError):
 
 def init_app(app: Flask) -> None:
     """Register the `/api` routes and the access rule in front of them."""
-    from app.api import requests, usage  # noqa: F401  (their routes attach to `bp` on import)
+    from app.api import (  # noqa: F401  (their routes attach to `bp` on import)
+        conversations,
+        requests,
+        usage,
+    )
 
     app.register_blueprint(bp)
 

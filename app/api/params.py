@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from app.errors import InvalidRequest
+from app.storage.conversation_queries import ConversationFilter
 from app.storage.queries import STATUS_DISCONNECTED, STATUS_ERROR, RequestFilter
 from app.storage.usage import RateLimitFilter, UsageFilter
 
@@ -32,6 +33,7 @@ TOOLS_PARAMS = ("account", "domain", "days")
 ACCOUNTS_PARAMS = ("days",)
 RATELIMIT_PARAMS = ("account", "domain", "since", "until") + PAGING
 STATS_PARAMS = ("since", "until", "domain", "account", "model", "conversation_id")
+CONVERSATION_FILTERS = ("domain", "account", "since", "until", "q")
 
 DEFAULT_HOURS, MAX_HOURS = 5, 168     # a week of windows at most
 DEFAULT_DAYS, MAX_DAYS = 30, 366      # a (leap) year of history at most
@@ -42,6 +44,7 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _STATUS_CLASS = re.compile(r"[1-5]xx")
 _STATUS_CODE = re.compile(r"[1-5]\d\d")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CONVERSATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 Args = Mapping[str, Sequence[str]]
 
@@ -133,6 +136,37 @@ def request_id(raw: str) -> str | None:
     unchecked, so `../`, quotes and the like end as a plain 404."""
     value = raw.strip().lower()
     return value if _UUID.fullmatch(value) else None
+
+
+def conversation_filter(args: Args, now: datetime | None = None) -> ConversationFilter:
+    """The filters of `GET /api/conversations` from its query string (`now` for relative
+    times); `since` and `until` bound the conversation's last activity."""
+    values = _single_values(args, CONVERSATION_FILTERS + PAGING)
+    since, until = _time_range(values, now or datetime.now(UTC))
+    domain = values.get("domain")
+    return ConversationFilter(domain=domain.lower() if domain else None,
+                              account=values.get("account"), since=since, until=until,
+                              text=values.get("q"))
+
+
+def conversation_paging(args: Args) -> tuple[int, int]:
+    """Paging of `GET /api/conversations` (whose other parameters are the filters)."""
+    return paging(args, known=CONVERSATION_FILTERS + PAGING)
+
+
+def conversation_id(raw: str) -> str | None:
+    """A conversation id as stored (1 to 64 of `0-9 A-Z a-z _ -`; a uuid in any case is made
+    lower-case, as the writer stores it), or None, so anything else ends as a 404 without a
+    query."""
+    if _UUID.fullmatch(raw.lower()):
+        return raw.lower()
+    return raw if _CONVERSATION_ID.fullmatch(raw) else None
+
+
+def no_parameters(args: Args) -> None:
+    """Refuse any parameter where an endpoint takes none (a typo must not go unnoticed)."""
+    for name in args:
+        raise InvalidRequest(f"Unknown parameter '{name}'; this endpoint takes none.")
 
 
 def _single_values(args: Args, known: Sequence[str]) -> dict[str, str]:

@@ -18,11 +18,16 @@ from decimal import Decimal
 from typing import Any
 
 from app.proxy.sse import SSEDecoder
+from app.storage.conversation_queries import BranchSummary, ConversationDetail
 from app.storage.models import RateLimitSample, Request, RequestChunk
 from app.storage.usage import WINDOW_HOURS, AccountUsage, Group, merge, none_last, total
 from app.usage.rollup import TOKENS
 
 BODY_FIELDS = ("request_body", "response_body")
+CONVERSATION_FIELDS = ("id", "domain", "account_id", "session_id", "title", "first_request_id",
+                       "created_at", "last_request_at", "request_count", "message_count",
+                       "branch_count", "subtask_count", "compact_count", "input_tokens",
+                       "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -194,3 +199,37 @@ def ratelimit(sample: RateLimitSample | None) -> dict[str, Any] | None:
 
 def _average(summed: float, count: int) -> float | None:
     return round(summed / count, 2) if count else None
+
+
+def conversation(row: dict[str, Any]) -> dict[str, Any]:
+    """A conversation's row (dict of its columns): its figures as kept by the writer, with
+    `total_tokens` and `cost_usd` (dollars, from whole micro-dollars) in place of
+    `cost_microusd`."""
+    out = {name: _value(name, row[name]) for name in CONVERSATION_FIELDS}
+    out["total_tokens"] = total_tokens(row)
+    out["cost_usd"] = round((row["cost_microusd"] or 0) / 1_000_000, 6)
+    return out
+
+
+def conversation_detail(found: ConversationDetail) -> dict[str, Any]:
+    """One conversation with its requests in received order and its branches."""
+    return {**conversation(found.conversation),
+            "requests": [conversation_request(row) for row in found.requests],
+            "requests_truncated": found.requests_truncated,
+            "branches": [branch(item) for item in found.branches]}
+
+
+def conversation_request(row: dict[str, Any]) -> dict[str, Any]:
+    """A request as one step of a conversation (`created_at` is its `received_at`)."""
+    out = {name: _value(name, value) for name, value in row.items()}
+    out["created_at"] = out["received_at"]
+    return out
+
+
+def branch(item: BranchSummary) -> dict[str, Any]:
+    """A branch of a conversation: its kind, size, ends and fork point."""
+    return {"branch_id": item.branch_id, "kind": item.kind, "request_count": item.request_count,
+            "first_request_id": item.first_request_id, "last_request_id": item.last_request_id,
+            "parent_request_id": item.parent_request_id,
+            "created_at": timestamp(item.created_at),
+            "last_request_at": timestamp(item.last_request_at), "is_subtask": item.is_subtask}

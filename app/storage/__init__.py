@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
         prices = load_prices(settings.prices_file)
     except (OSError, ValueError) as err:
         raise ConfigError(f"PRICES_FILE: {err}") from None
-    watch = AlertWatch(settings.alert_window_token_limit, settings.alert_thresholds,
+    watch = AlertWatch(db, settings.alert_window_token_limit, settings.alert_thresholds,
                        clock=lambda: app.extensions["nexus.clock"]())
     writer = BatchWriter(db, settings.spool_dir, batch_size=settings.storage_batch_size,
                          interval_ms=settings.storage_batch_interval_ms,
@@ -49,6 +49,7 @@ def init_app(app: Flask) -> None:
     app.extensions["nexus.retention"] = RetentionKeeper(db, settings.retention_days)
     app.cli.add_command(commands.db)
     app.cli.add_command(commands.retention)
+    app.cli.add_command(commands.conversations)
 
 
 def upgrade_on_start(app: Flask) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import peewee
 from peewee import fn
 
 from app.events import UsageAlert
@@ -20,7 +21,8 @@ from app.storage.models import RateLimitSample, Request
 from app.storage.rows import Item, sample_of
 from app.usage.alerts import WINDOW, Account, account_of, sample_alerts, window_alerts
 
-Query = Callable[[str, list[Any]], list[tuple]]
+Query = Callable[[str, list[Any]], list[tuple]]   # SQL and parameters -> rows
+Run = Callable[[Any], list[tuple]]                 # a peewee select -> rows
 
 _SAMPLE_FIELDS = [field for field in RateLimitSample._meta.sorted_fields if field.name != "headers"]
 
@@ -28,8 +30,9 @@ _SAMPLE_FIELDS = [field for field in RateLimitSample._meta.sorted_fields if fiel
 class AlertWatch:
     """Applies the alert rules to each batch the writer commits."""
 
-    def __init__(self, token_limit: int | None, levels: Iterable[int],
+    def __init__(self, db: peewee.Database, token_limit: int | None, levels: Iterable[int],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.db = db  # compiles the reads: the models may be bound elsewhere (tests)
         self.token_limit = token_limit
         self.levels = tuple(levels)
         self.clock = clock
@@ -39,7 +42,12 @@ class AlertWatch:
         requests = [request for request, _ in items if request["id"] in inserted]
         if not requests:
             return []
-        alerts = self._windows(requests, query) if self.token_limit else []
+
+        def run(select) -> list[tuple]:
+            sql, params = self.db.get_sql_context().sql(select).query()
+            return query(sql, list(params))
+
+        alerts = self._windows(requests, run) if self.token_limit else []
         samples: dict[Account, list[dict]] = defaultdict(list)
         for request in requests:
             sample = sample_of(request)
@@ -47,14 +55,14 @@ class AlertWatch:
                 samples[account_of(sample)].append(sample)
         for account, mine in samples.items():
             mine.sort(key=lambda sample: sample["sampled_at"])
-            previous = _previous_sample(query, account, mine[0]["sampled_at"],
+            previous = _previous_sample(run, account, mine[0]["sampled_at"],
                                         [sample["request_id"] for sample in mine])
             for sample in mine:
                 alerts += sample_alerts(account, previous, sample, self.levels)
                 previous = sample
         return alerts
 
-    def _windows(self, requests: list[dict], query: Query) -> list[UsageAlert]:
+    def _windows(self, requests: list[dict], run: Run) -> list[UsageAlert]:
         since = self.clock() - WINDOW
         added: dict[Account, int] = defaultdict(int)
         last: dict[Account, dict] = {}
@@ -66,14 +74,14 @@ class AlertWatch:
             if account not in last or request["received_at"] >= last[account]["received_at"]:
                 last[account] = request
         alerts = []
-        for account, (total, oldest) in _window_totals(query, since, list(added)).items():
+        for account, (total, oldest) in _window_totals(run, since, list(added)).items():
             request = last[account]
             alerts += window_alerts(account, request["domain"], total - added[account], total,
                                     oldest, self.token_limit, self.levels, request["id"])
         return alerts
 
 
-def _window_totals(query: Query, since: datetime,
+def _window_totals(run: Run, since: datetime,
                    accounts: list[Account]) -> dict[Account, tuple[int, datetime]]:
     """Output tokens in the window and its oldest request, per account (or domain)."""
     totals = {}
@@ -88,13 +96,13 @@ def _window_totals(query: Query, since: datetime,
         select = (Request.select(column, fn.SUM(fn.COALESCE(Request.output_tokens, 0)),
                                  fn.MIN(Request.received_at))
                   .where((Request.received_at >= since) & condition).group_by(column))
-        for key, total, oldest in query(*_sql(select)):
+        for key, total, oldest in run(select):
             account = Account(key, "") if column is Request.account_id else Account(None, key)
             totals[account] = (int(total or 0), Request.received_at.python_value(oldest))
     return totals
 
 
-def _previous_sample(query: Query, account: Account, before: datetime,
+def _previous_sample(run: Run, account: Account, before: datetime,
                      batch_ids: list[str]) -> dict[str, Any] | None:
     """The account's latest sample before this batch's first."""
     if account.account_id:
@@ -106,16 +114,11 @@ def _previous_sample(query: Query, account: Account, before: datetime,
               .where(condition & (RateLimitSample.sampled_at <= before)
                      & RateLimitSample.request_id.not_in(batch_ids))
               .order_by(RateLimitSample.sampled_at.desc(), RateLimitSample.id.desc()).limit(1))
-    rows = query(*_sql(select))
+    rows = run(select)
     if not rows:
         return None
     return {field.name: field.python_value(value) for field, value in zip(_SAMPLE_FIELDS, rows[0],
                                                                          strict=True)}
-
-
-def _sql(select) -> tuple[str, list[Any]]:
-    sql, params = select.sql()
-    return sql, list(params)
 
 
 def _aware(moment: datetime) -> datetime:

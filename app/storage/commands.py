@@ -1,4 +1,5 @@
-"""`flask --app wsgi db …`: apply, roll back and list the schema migrations.
+"""`flask --app wsgi db …` (apply, roll back and list the schema migrations), `retention purge`
+and `conversations relink`.
 
 Every failure (database unreachable, bad URL, failed migration) is one line and exit 1.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import click
 import peewee
@@ -14,6 +16,8 @@ from flask import current_app
 
 from app.storage import schema
 from app.storage.database import StorageError, describe, storage_errors
+from app.storage.linking import relink
+from app.storage.models import Request
 from app.storage.partitions import ensure_partitions
 from app.storage.retention import count_older, cutoff_for, purge
 
@@ -106,3 +110,32 @@ def purge_command(days: int | None, dry_run: bool) -> None:
                                file=click.get_text_stream("stderr")) as bar:
             result = purge(database, cutoff, progress=bar.update)
     click.echo(result.summary())
+
+
+conversations = click.Group("conversations", help="Conversation tracking over the stored "
+                                                  "requests.")
+
+
+@conversations.command("relink")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
+                                                      "%Y-%m-%d %H:%M:%S"]),
+              default=None, help="Relink requests received from this UTC date or time on.")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Relink the requests of the last N days.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def relink_command(since: datetime | None, days: int | None, yes: bool) -> None:
+    """Recompute conversations, branches, sub-agents and compactions for the requests received
+    since a time, in the order they arrived (after an improvement of the linking rules)."""
+    if (since is None) == (days is None):
+        raise click.UsageError("Give exactly one of --since and --days.")
+    start = since.replace(tzinfo=UTC) if since else datetime.now(UTC) - timedelta(days=days)
+    database = _database()
+    with _reported(database, "relink"):
+        total = Request.select().where(Request.received_at >= start).count()
+        if not yes:
+            click.confirm(f"Relink {total} request(s) received since {start:%Y-%m-%d %H:%M} "
+                          "UTC? Their conversation fields are recomputed.", abort=True)
+        with click.progressbar(length=total, label="Relinking",
+                               file=click.get_text_stream("stderr")) as bar:
+            linked = relink(database, start, progress=bar.update)
+    click.echo(f"Relinked {linked} request(s) received since {start:%Y-%m-%d %H:%M} UTC.")

@@ -127,6 +127,7 @@ class Request(BaseModel):
     is_compaction_request = BooleanField(default=False)
     is_compaction_continuation = BooleanField(default=False)
     is_retry = BooleanField(default=False)
+    response_hash = CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "requests"
@@ -216,6 +217,52 @@ class UsageToolHourly(BaseModel):
         primary_key = CompositeKey("hour", "domain", "account_id", "tool_name")
 
 
+class Conversation(BaseModel):
+    """One conversation's figures, kept by the writer as it links requests to it."""
+
+    id = CharField(max_length=64, primary_key=True)
+    domain = TextField()
+    account_id = TextField(null=True)
+    session_id = TextField(null=True)
+    first_request_id = CharField(max_length=36)
+    created_at = UTCDateTimeField()
+    last_request_at = UTCDateTimeField()
+    title = TextField(null=True)
+    request_count = BigIntegerField(default=0)
+    message_count = IntegerField(default=0)
+    branch_count = IntegerField(default=0)
+    subtask_count = IntegerField(default=0)
+    compact_count = IntegerField(default=0)
+    input_tokens = BigIntegerField(default=0)
+    output_tokens = BigIntegerField(default=0)
+    cache_creation_input_tokens = BigIntegerField(default=0)
+    cache_read_input_tokens = BigIntegerField(default=0)
+    cost_microusd = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "conversations"
+
+
+class ConversationAnchor(BaseModel):
+    """Something a later request links to that its history does not show: a sub-agent spawn
+    (`Task`/`Agent` tool_use) or the answer of a summarisation request."""
+
+    id = BigAutoField()
+    kind = CharField(max_length=16)           # "spawn" or "compaction"
+    domain = TextField()
+    key_hash = CharField(max_length=64, default="")
+    request_id = CharField(max_length=36)
+    received_at = UTCDateTimeField()
+    session_id = TextField(null=True)
+    conversation_id = CharField(max_length=64, null=True)
+    tool_use_id = TextField(default="")
+    summary_key = TextField(null=True)
+    child_request_id = CharField(max_length=36, null=True)
+
+    class Meta:
+        table_name = "conversation_anchors"
+
+
 class DashboardUser(BaseModel):
     """A person allowed into the dashboard."""
 
@@ -228,7 +275,8 @@ class DashboardUser(BaseModel):
         table_name = "dashboard_users"
 
 
-MODELS = (Request, RequestChunk, RateLimitSample, UsageHourly, UsageToolHourly, DashboardUser)
+MODELS = (Request, RequestChunk, RateLimitSample, UsageHourly, UsageToolHourly, Conversation,
+          ConversationAnchor, DashboardUser)
 
 
 def bind(db) -> None:

@@ -136,6 +136,7 @@ def request_row(exchange: Exchange, prices: PriceTable | None = None) -> dict[st
         "is_compaction_request": False,
         "is_compaction_continuation": False,
         "is_retry": False,
+        "response_hash": None,
     }
 
 

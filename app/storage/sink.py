@@ -11,7 +11,10 @@ the writer's largest cost by far; every value still goes through its model field
 Each request INSERT returns the ids it inserted, and the hourly usage roll-ups (`usage_hourly`,
 `usage_tool_hourly`) get the shares of exactly those rows, by upserts in the same transaction:
 a request is counted once however often it is replayed, and the roll-ups always agree with the
-rows. `query` reads on the writer's connection (the alert watch, after a commit).
+rows. Conversation linking (app/storage/linking.py) runs in the same transaction, after the
+inserts, for the new Messages requests in the order they were received: each sees every
+earlier request, those of its own batch included. `query` reads on the writer's connection
+(the alert watch, after a commit).
 
 SQLite: the sink opens a connection of its own, used only by the writer's native thread
 (under gevent a sqlite3 call blocks every greenlet for as long as it runs, so it must not run on
@@ -31,7 +34,9 @@ from typing import Any
 
 import peewee
 
+from app.conversations.linker import Facts, facts_of
 from app.storage.database import SQLITE_PRAGMAS, is_postgres
+from app.storage.linking import SqlStore, link_all
 from app.storage.models import (
     RateLimitSample,
     Request,
@@ -72,6 +77,7 @@ class Batch:
     requests: list[Statement]
     others: list[Statement]
     usage: dict[str, Contribution]
+    facts: list[Facts] = field(default_factory=list)    # Messages requests, oldest first
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Committed:
     row already stored is not among them)."""
 
     inserted: set[str] = field(default_factory=set)
+    unlinked: list[tuple[str, Exception]] = field(default_factory=list)  # linking's own bugs
 
 
 class _Sink(ABC):
@@ -96,13 +103,14 @@ class _Sink(ABC):
         samples = [sample for request in requests if (sample := sample_of(request))]
         return Batch(self._inserts(Request, requests, ' RETURNING "id"'),
                      self._inserts(RequestChunk, chunks) + self._inserts(RateLimitSample, samples),
-                     {request["id"]: contribution(request) for request in requests})
+                     {request["id"]: contribution(request) for request in requests},
+                     linkable(requests))
 
     def _inserts(self, model: type[peewee.Model], rows: list[dict], tail: str = "",
                  ) -> list[Statement]:
         fields = [field for field in model._meta.sorted_fields
                   if not isinstance(field, peewee.AutoField)]  # the database numbers them
-        return self._values(model, fields, [[field.db_value(row[field.name]) for field in fields]
+        return self._values(model, fields, [[field.db_value(_value(row, field)) for field in fields]
                                             for row in rows], " ON CONFLICT DO NOTHING" + tail)
 
     def _values(self, model: type[peewee.Model], fields: list[peewee.Field],
@@ -145,6 +153,34 @@ class _Sink(ABC):
         """Let go of the sink's connection (it reconnects on the next batch)."""
 
 
+def linkable(requests: list[dict]) -> list[Facts]:
+    """What conversation linking needs of the batch's Messages requests, in the order they
+    were received (pure CPU, before the transaction); a request whose body defeats it stays
+    unlinked rather than failing the batch."""
+    out = []
+    for request in requests:
+        try:
+            facts = facts_of(request)
+        except Exception as err:
+            log.error("conversations: cannot read request %s for linking: %s",
+                      request.get("id"), err)
+            continue
+        if facts is not None:
+            out.append(facts)
+    return sorted(out, key=lambda facts: (facts.received_at, facts.id))
+
+
+def _new(batch: Batch, committed: Committed) -> list[Facts]:
+    return [facts for facts in batch.facts if facts.id in committed.inserted]
+
+
+def _value(row: dict, field: peewee.Field) -> Any:
+    # A row spooled by an earlier version lacks the columns added since: their defaults.
+    if field.name in row:
+        return row[field.name]
+    return field.default() if callable(field.default) else field.default
+
+
 def _accumulate(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
     sets = ", ".join(f'"{name}" = "{table}"."{name}" + excluded."{name}"' for name in columns)
     return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
@@ -170,6 +206,9 @@ class SqliteSink(_Sink):
                     committed.inserted.update(row[0] for row in conn.execute(sql, params))
                 for sql, params in batch.others + self.rollups(batch, committed.inserted):
                     conn.execute(sql, params)
+                store = SqlStore(self.db, lambda sql, params: conn.execute(sql, params).fetchall(),
+                                 conn.execute)
+                committed.unlinked = link_all(store, _new(batch, committed))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -227,6 +266,9 @@ class PostgresSink(_Sink):
                     committed.inserted.update(row[0] for row in db.execute_sql(sql, params))
                 for sql, params in batch.others + self.rollups(batch, committed.inserted):
                     db.execute_sql(sql, params)
+                store = SqlStore(db, lambda sql, params: db.execute_sql(sql, params).fetchall(),
+                                 db.execute_sql)
+                committed.unlinked = link_all(store, _new(batch, committed))
         except Exception as err:
             if refused(err):
                 db.close()  # rolled back; the connection is fine

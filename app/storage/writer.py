@@ -264,6 +264,9 @@ class BatchWriter:
         self.rows_written += len(items)
         self.rows_replayed += len(items) if replayed else 0
         self._db_ok()
+        for request_id, err in committed.unlinked:
+            log.error("conversations: request %s left unlinked: %s", request_id, one_line(err),
+                      exc_info=err)
         self._alert(items, committed.inserted)
         return True
 

@@ -32,7 +32,8 @@ INDEXES = {
     "ratelimit_samples": {"ratelimit_samples_sampled_at", "ratelimit_samples_account_sampled_at",
                           "ratelimit_samples_domain_sampled_at", "ratelimit_samples_request"},
 }
-MIGRATIONS = ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups"]
+MIGRATIONS = ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups",
+              "0004_conversations"]
 
 
 @pytest.fixture
@@ -113,6 +114,8 @@ def test_downgrade_then_upgrade(db):
     schema.upgrade(db)
     with db.bind_ctx(MODELS):
         DashboardUser.create(name="ann", password_hash="x", created_at=datetime.now(UTC))
+    assert schema.downgrade(db) == ["0004_conversations"]
+    assert "conversations" not in db.get_tables()
     assert schema.downgrade(db) == ["0003_usage_rollups"]
     assert "usage_hourly" not in db.get_tables()
     assert schema.downgrade(db) == ["0002_ratelimit_request"]
@@ -151,7 +154,7 @@ def test_every_field_round_trips(db):
         parent_request_id=str(uuid.uuid4()), current_message_hash="a" * 64,
         parent_message_hash="b" * 64, system_hash="c" * 64, message_count=7, is_subtask=True,
         parent_task_request_id=str(uuid.uuid4()), is_compaction_request=True,
-        is_compaction_continuation=True, is_retry=True)
+        is_compaction_continuation=True, is_retry=True, response_hash="d" * 64)
     assert set(values) == set(Request._meta.fields)
     sample = dict(account_id="acc_team_1", domain="team.example.com", request_id=values["id"],
                   sampled_at=received, headers={"anthropic-ratelimit-unified-status": "allowed"},
