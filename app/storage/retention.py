@@ -31,6 +31,9 @@ TABLES = (
     ("request_chunks", "received_at", "request_id, seq, received_at"),
     ("requests", "received_at", "id, received_at"),
     ("ratelimit_samples", "sampled_at", "id"),
+    ("conversation_anchors", "received_at", "id"),
+    # A conversation goes with its last request; one still active keeps its figures whole.
+    ("conversations", "last_request_at", "id"),
 )
 
 

@@ -13,7 +13,14 @@ import pytest
 
 from app.storage import schema
 from app.storage.database import is_postgres
-from app.storage.models import RateLimitSample, Request, RequestChunk, bind
+from app.storage.models import (
+    Conversation,
+    ConversationAnchor,
+    RateLimitSample,
+    Request,
+    RequestChunk,
+    bind,
+)
 from app.storage.partitions import ensure_partitions, partitions
 from app.storage.retention import RetentionKeeper, count_older, purge
 from tests.databases import opened
@@ -39,6 +46,10 @@ def add_request(when: datetime, chunks: int = 2) -> str:
                             data="event: ping\ndata: {}\n\n", received_at=when)
     RateLimitSample.create(account_id="acc", domain="team.example.com", request_id=request_id,
                            sampled_at=when, headers=[])
+    Conversation.create(id=str(uuid.uuid4()), domain="team.example.com",
+                        first_request_id=request_id, created_at=when, last_request_at=when)
+    ConversationAnchor.create(kind="spawn", domain="team.example.com", key_hash="k",
+                              request_id=request_id, received_at=when)
     return request_id
 
 
@@ -52,23 +63,28 @@ def test_purge_removes_only_rows_before_the_cutoff(db):
     kept = [add_request(NOW - timedelta(days=d)) for d in (29, 1, 0)]
     cutoff = NOW - timedelta(days=30)
     assert count_older(db, cutoff) == {"request_chunks": 6, "requests": 3,
-                                       "ratelimit_samples": 3}
+                                       "ratelimit_samples": 3, "conversation_anchors": 3,
+                                       "conversations": 3}
     deleted = []
     result = purge(db, cutoff, progress=deleted.append)
     assert {r.id for r in Request.select()} == set(kept)
     assert {c.request_id for c in RequestChunk.select()} == set(kept)
     assert RateLimitSample.select().count() == 3
+    assert Conversation.select().count() == ConversationAnchor.select().count() == 3
     assert count_older(db, cutoff) == {"request_chunks": 0, "requests": 0,
-                                       "ratelimit_samples": 0}
+                                       "ratelimit_samples": 0, "conversation_anchors": 0,
+                                       "conversations": 0}
     if is_postgres(db):
         # months wholly before the cutoff were dropped as partitions, not deleted row by row
         assert result.partitions_dropped
         assert not set(result.partitions_dropped) & set(partitions(db))
-        assert sum(result.rows_deleted.values()) < 12
+        assert result.rows_deleted["conversations"] == 3
+        assert sum(result.rows_deleted.values()) < 18
     else:
         assert result.rows_deleted == {"request_chunks": 6, "requests": 3,
-                                       "ratelimit_samples": 3}
-        assert sum(deleted) == 12
+                                       "ratelimit_samples": 3, "conversation_anchors": 3,
+                                       "conversations": 3}
+        assert sum(deleted) == 18
     assert "purged before" in result.summary()
 
 

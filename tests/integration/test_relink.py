@@ -1,0 +1,138 @@
+"""`conversations relink` recomputes links for a time range, the same as the writer made them;
+and linking one request costs a bounded number of statements, however long the history."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.conversations.linker import facts_of
+from app.storage import schema
+from app.storage.linking import SqlStore, link_all
+from app.storage.models import Conversation, ConversationAnchor, Request, bind
+from app.storage.partitions import ensure_partitions
+from tests.databases import opened
+from tests.factories import record_requests, request_row
+from tests.support import REPO
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+TOOLS = [{"name": "Bash", "input_schema": {"type": "object"}}]
+LINK_COLUMNS = ("branch_id", "parent_request_id", "is_subtask", "parent_task_request_id",
+                "is_retry", "is_compaction_request", "is_compaction_continuation")
+
+
+@pytest.fixture
+def db(database_url):
+    with opened(database_url) as database:
+        schema.upgrade(database)
+        ensure_partitions(database)
+        bind(database)
+        yield database
+
+
+def turn_rows(turns: int, start: datetime, edit_at: int | None = None) -> list[dict]:
+    """A tool loop of `turns` requests (each answer a Bash call), and with `edit_at` a second
+    line that goes back to that turn with another prompt."""
+    history: list[dict] = [{"role": "user", "content": f"task starting {start.isoformat()}"}]
+    rows = []
+    for turn in range(turns):
+        answer = {"role": "assistant", "content": [
+            {"type": "text", "text": f"step {turn}"},
+            {"type": "tool_use", "id": f"toolu_{turn:04d}", "name": "Bash",
+             "input": {"command": f"echo {turn}"}}]}
+        rows.append(row_for(history, answer, start + timedelta(seconds=turn)))
+        history = [*history, answer, {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": f"toolu_{turn:04d}", "content": f"{turn}"}]}]
+    if edit_at is not None:
+        edited = [*history[:2 * edit_at + 1]]
+        edited[-1] = {"role": "user", "content": "a different prompt"}
+        answer = {"role": "assistant", "content": [{"type": "text", "text": "other"}]}
+        rows.append(row_for(edited, answer, start + timedelta(seconds=turns)))
+    return rows
+
+
+def row_for(history: list[dict], answer: dict, when: datetime) -> dict:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 512, "tools": TOOLS,
+            "messages": history}
+    return request_row(received_at=when, request_body=json.dumps(body),
+                       response_body=json.dumps({"type": "message", **answer}),
+                       session_id="sess-relink")
+
+
+def links() -> dict[str, dict]:
+    return {row["id"]: row for row in Request.select().dicts()}
+
+
+def test_relink_recomputes_what_the_writer_did(db, database_url, tmp_path):
+    early = turn_rows(4, T0)
+    late = turn_rows(6, T0 + timedelta(hours=1), edit_at=2)
+    record_requests(*early)
+    record_requests(*late)
+    before = links()
+    assert {before[r["id"]]["branch_id"] for r in late} == {"main", "branch_1"}
+    # An older algorithm's mistakes: every late request its own conversation.
+    for row in late:
+        Request.update(conversation_id=row["id"], branch_id="main", parent_request_id=None) \
+            .where(Request.id == row["id"]).execute()
+    env = {**os.environ, "DATABASE_URL": database_url}
+    since = (T0 + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S")
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", str(REPO / "wsgi.py"),
+                           "conversations", "relink", "--since", since, "--yes"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"Relinked {len(late)} request(s)" in done.stdout
+    after = links()
+    for row in early + late:  # the same tree again (late conversation ids are new ones)
+        for column in LINK_COLUMNS:
+            assert after[row["id"]][column] == before[row["id"]][column], (row["id"], column)
+    late_ids = {after[r["id"]]["conversation_id"] for r in late}
+    assert len(late_ids) == 1 and late_ids != {before[late[0]["id"]]["conversation_id"]}
+    assert {after[r["id"]]["conversation_id"] for r in early} == {
+        before[early[0]["id"]]["conversation_id"]}
+    figures = {c.id: c for c in Conversation.select()}
+    assert len(figures) == 2
+    assert figures[late_ids.pop()].request_count == len(late)
+    assert figures[after[early[0]["id"]]["conversation_id"]].request_count == len(early)
+    assert figures[after[late[-1]["id"]]["conversation_id"]].branch_count == 1
+
+
+def test_relink_needs_a_range(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/n.db"}
+    refused = subprocess.run([sys.executable, "-m", "flask", "--app", str(REPO / "wsgi.py"),
+                              "conversations", "relink"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "exactly one of --since and --days" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_linking_costs_a_bounded_number_of_statements(db):
+    """Per request: the same few indexed statements at turn 5 as at turn 60."""
+    counts = []
+    for turns in (5, 60):
+        rows = turn_rows(turns, T0 + timedelta(minutes=turns))
+        record_requests(*rows[:-1])
+        statements: list[str] = []
+
+        def query(sql, params, seen=statements):
+            seen.append(sql)
+            return db.execute_sql(sql, params).fetchall()
+
+        def execute(sql, params, seen=statements):
+            seen.append(sql)
+            return db.execute_sql(sql, params)
+
+        last = dict(rows[-1], conversation_id="unlinked")  # stored, but left to this test
+        record_requests(last)
+        Request.update(conversation_id=None).where(Request.id == last["id"]).execute()
+        with db.atomic():
+            link_all(SqlStore(db, query, execute), [facts_of(rows[-1])])
+        counts.append(len(statements))
+        assert Request.get_by_id(last["id"]).parent_request_id == rows[-2]["id"]
+    # retry check, parent lookup, its children, the request's update, its conversation's
+    assert counts == [5, 5], counts
+    assert ConversationAnchor.select().count() == 0
