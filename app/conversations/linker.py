@@ -185,6 +185,14 @@ def _retry(facts: Facts, store: Store) -> Link | None:
                                        before=facts.received_at,
                                        since=facts.received_at - RETRY_WINDOW)
             if s.agent_id == facts.agent_id]
+    text = facts.shape.single_user_text
+    if same and text:
+        # A twin whose answer spawned exactly this prompt was answered and acted on: this is
+        # that sub-agent's first request (told apart here when no agent id says so).
+        spawners = {a.request_id for a in store.spawns(facts.domain, text_hash(text),
+                                                       since=facts.received_at - SUBTASK_WINDOW,
+                                                       before=facts.received_at)}
+        same = [s for s in same if s.id not in spawners]
     if not same:
         return None
     first = min(same, key=lambda s: (s.session_id != facts.session_id, s.received_at))
