@@ -39,7 +39,6 @@ _DROPPED_TYPES = frozenset({"thinking", "redacted_thinking"})
 _MEDIA_TYPES = frozenset({"image", "document"})
 
 _SUBAGENT_MARK = re.compile(r"\bcc_is_subagent\s*=\s*true\b", re.IGNORECASE)
-_AGENT_ID = re.compile(r"\bagentId:\s*([A-Za-z0-9][A-Za-z0-9_-]*)")
 _SUMMARY_LINE = re.compile(r"^[ \t]*summary:[ \t]*", re.IGNORECASE | re.MULTILINE)
 _SUMMARY_TRAILER = re.compile(
     r"^[ \t]*(?:If you need specific details from before compaction"
@@ -198,34 +197,6 @@ def summary_key(text: str) -> str:
                       ("<summary>", " summary: "), ("</summary>", " ")):
         low = low.replace(tag, mark)
     return " ".join(low.split())[:SUMMARY_KEY_CHARS].rstrip(" .")
-
-
-@_never_raises(list)
-def agent_results(body: Any) -> list[tuple[str, str]]:
-    """(tool_use_id, agent id) of the tool_result blocks of the last user message whose text
-    holds `agentId: <id>` (Claude Code's answer of a finished sub-agent)."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] \
-        if isinstance(messages, list) else []
-    content = users[-1].get("content") if users else None
-    found = []
-    for block in content if isinstance(content, list) else ():
-        if not (isinstance(block, dict) and block.get("type") == "tool_result"):
-            continue
-        inner = block.get("content")
-        if isinstance(inner, str):
-            parts = [inner]
-        elif isinstance(inner, list):
-            parts = [b.get("text") for b in inner if isinstance(b, dict)]
-        else:
-            parts = []
-        for part in parts:
-            match = _AGENT_ID.search(_cut_reminders(part)) if isinstance(part, str) else None
-            if match:
-                tool_id = block.get("tool_use_id")
-                found.append((tool_id if isinstance(tool_id, str) else "", match.group(1)))
-                break
-    return found
 
 
 # ------------------------------------------------------------------------------ history

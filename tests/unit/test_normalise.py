@@ -14,7 +14,6 @@ import pytest
 from app.conversations.normalise import (
     EMPTY,
     Shape,
-    agent_results,
     response_hash,
     shape,
     spawned_prompts,
@@ -382,7 +381,7 @@ def test_subagent_prompt_matches_its_first_request():
     assert shape(main["body"]).single_user_text != sub_shape.single_user_text
 
 
-def test_parallel_subagents_match_their_prompts_and_agent_ids():
+def test_parallel_subagents_match_their_prompts():
     parent = session_record("parallel-subagents", "00003")
     prompts = spawned_prompts(answer_of(parent))
     assert len(prompts) == 2
@@ -391,11 +390,6 @@ def test_parallel_subagents_match_their_prompts_and_agent_ids():
     matched = {tool_id: by_text.get(text_hash(prompt)) for tool_id, prompt in prompts}
     assert sorted(matched.values()) == ["00004", "00005"]
     assert all(shape(r["body"]).is_subagent_marked for r in subs.values())
-    # the parent's tool_results name the same agents as the sub-agents' headers
-    results = dict(agent_results(session_record("parallel-subagents", "00008")["body"]))
-    assert set(results) == set(matched)
-    for tool_id, seq in matched.items():
-        assert results[tool_id] == subs[seq]["headers"]["x-claude-code-agent-id"]
     # a sub-agent's later request is no prompt candidate
     assert shape(session_record("parallel-subagents", "00006")["body"]).single_user_text is None
 
@@ -518,18 +512,7 @@ def test_compaction_request_detection_needs_the_last_user_message():
     assert not shape(body(user(ask), assistant("yo"), user("next"))).is_compaction_request
 
 
-# --- agent results, system prompt, counts -----------------------------------------------------
-
-
-def test_agent_results_of_the_parent_tool_result():
-    assert agent_results(record("agent_parent_tool_result_request")["body"]) == [
-        ("toolu_015MjPA0ipyzGVKe0FPl8wPw", "a067264f55f05275a")]
-    assert agent_results(record("bash_allowed_tool_result_request")["body"]) == []
-    only_earlier = body(user([tool_result("t1", "agentId: abc123")]), assistant("ok"),
-                        user("next"))
-    assert agent_results(only_earlier) == []
-    as_string = body(user([tool_result("t1", "done\nagentId: abc123 (use SendMessage)")]))
-    assert agent_results(as_string) == [("t1", "abc123")]
+# --- system prompt, counts -----------------------------------------------------
 
 
 @pytest.mark.parametrize("scenario,groups", [
@@ -662,7 +645,6 @@ def test_odd_bodies_never_raise():
     for odd in odd_bodies():
         s = shape(odd)
         assert isinstance(s, Shape)
-        agent_results(odd)
         response_hash(odd)
         spawned_prompts(odd)
         messages = odd.get("messages") if isinstance(odd, dict) else None
