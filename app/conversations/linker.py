@@ -84,6 +84,7 @@ class Stored:
     is_retry: bool = False
     is_compaction_request: bool = False
     is_compaction_continuation: bool = False
+    domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Anchor:
     conversation_id: str | None
     summary_key: str | None = None
     child_request_id: str | None = None
+    key_hash: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,37 @@
-"""Conversation linking in the database: the `Store` lookups of app/conversations/linker.py as
-indexed SQL, and the writes that record a link (the request's fields, its conversation's
-figures, the anchors its answer leaves for later requests).
+"""Conversation linking in the database: the `Store` of app/conversations/linker.py for one
+batch, and the writes that record its links.
 
-It runs on the writer's connection inside the transaction that inserts the batch (sink.py), and
-in `conversations relink`. Statements are built with peewee (so parameters and quoting follow
-the engine) and run through two callables: `query` (rows back) and `execute`.
+The writer links a batch in the transaction that inserts it (sink.py), before the INSERT, so
+each request is written once with its link. `BatchLinker` reads what the batch needs in a few
+statements up front (the stored requests with the batch's histories, their children, the
+sub-agent spawns its prompts may answer, the conversations they belong to), then decides every
+link in memory, oldest request first, adding each decided request to what it knows so that the
+later ones of the batch see it. Rare lookups (a missing ancestor, a compaction, a request it
+did not prefetch) fall back to one indexed query each. At the end it writes the conversations'
+figures, the anchors the batch's answers leave and the spawns it claimed.
+
+`relink` replays stored requests through the same code, writing links with UPDATEs.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import peewee
 import psycopg2
-from peewee import Case, fn
+from peewee import EXCLUDED, Case, fn
 
 from app.conversations.linker import (
     BRANCH,
     COMPACT,
     SUBTASK,
+    SUBTASK_WINDOW,
     Anchor,
     Facts,
     Link,
@@ -30,184 +39,333 @@ from app.conversations.linker import (
     facts_of,
     link,
 )
+from app.conversations.normalise import text_hash
 from app.storage.models import Conversation, ConversationAnchor, Request
 
-Query = Callable[[str, list[Any]], list[tuple]]
-Execute = Callable[[str, list[Any]], Any]
+Query = Callable[[str, list[Any]], list[tuple]]   # SQL and parameters -> rows
 
 # Errors of the database itself (the batch is retried later), not of linking's own logic.
 DATABASE_ERRORS = (sqlite3.Error, peewee.DatabaseError, psycopg2.Error)
 CANDIDATES = 50          # equal histories considered at most (the newest)
+IN_LIST = 500            # values per IN (...) list
 SPAWN, COMPACTION = "spawn", "compaction"
-_COUNTERS = {BRANCH: Conversation.branch_count, SUBTASK: Conversation.subtask_count,
-             COMPACT: Conversation.compact_count}
+COUNTERS = {BRANCH: "branch_count", SUBTASK: "subtask_count", COMPACT: "compact_count"}
+FIGURES = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+           "cache_read_input_tokens", "cost_microusd")
+LINK_COLUMNS = ("conversation_id", "branch_id", "parent_request_id", "is_subtask",
+                "parent_task_request_id", "is_compaction_continuation", "is_retry")
 _STORED = (Request.id, Request.received_at, Request.conversation_id, Request.branch_id,
            Request.parent_request_id, Request.session_id, Request.agent_id, Request.system_hash,
            Request.response_hash, Request.current_message_hash, Request.is_subtask,
            Request.parent_task_request_id, Request.is_retry, Request.is_compaction_request,
-           Request.is_compaction_continuation)
+           Request.is_compaction_continuation, Request.domain)   # Stored's fields, in order
 _ANCHOR = (ConversationAnchor.id, ConversationAnchor.request_id, ConversationAnchor.received_at,
            ConversationAnchor.session_id, ConversationAnchor.conversation_id,
-           ConversationAnchor.summary_key, ConversationAnchor.child_request_id)
+           ConversationAnchor.summary_key, ConversationAnchor.child_request_id,
+           ConversationAnchor.key_hash)                          # Anchor's fields, in order
 
 
-class SqlStore:
-    """The linker's lookups and the link's writes over one connection (one transaction)."""
+def link_fields(facts: Facts) -> dict[str, Any]:
+    """The columns a request's own body decides (its hashes), whatever its link."""
+    shape = facts.shape
+    return {"current_message_hash": shape.current_hash, "parent_message_hash": shape.parent_hash,
+            "system_hash": shape.system_hash, "message_count": shape.message_count,
+            "response_hash": facts.response_hash,
+            "is_compaction_request": shape.is_compaction_request}
 
-    def __init__(self, db: peewee.Database, query: Query, execute: Execute):
-        self.db = db  # compiles the statements: the models may be bound elsewhere (tests)
-        self._query, self._execute = query, execute
 
-    # ---------------------------------------------------------------- lookups (Store)
+def link_columns(found: Link | None) -> dict[str, Any]:
+    """The columns a link decides (all empty for a request of no conversation)."""
+    if found is None:
+        return {"conversation_id": None, "branch_id": None, "parent_request_id": None,
+                "is_subtask": False, "parent_task_request_id": None,
+                "is_compaction_continuation": False, "is_retry": False}
+    return {name: getattr(found, name) for name in LINK_COLUMNS}
+
+
+@dataclass
+class _Conversation:
+    """What the batch changes of one conversation."""
+
+    facts: Facts | None = None             # its first request, when the batch starts it
+    counters: dict[str, int] = field(default_factory=dict)   # branch numbers used so far
+    requests: int = 0
+    messages: int = 0
+    last: datetime | None = None
+    figures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIGURES, 0))
+    counted: list[str] = field(default_factory=list)          # ids of its requests
+
+
+class BatchLinker:
+    """Links the new Messages requests of one batch; see the module docstring."""
+
+    def __init__(self, db: peewee.Database, query: Query, batch: Sequence[Facts]):
+        self.db, self._query = db, query  # db compiles: the models may be bound elsewhere
+        self.batch = list(batch)
+        self._by_hash: dict[str, list[Stored]] = defaultdict(list)
+        self._hashes_read: set[str] = set()
+        self._children: dict[str, list[Stored]] = defaultdict(list)
+        self._children_read: set[str] = set()
+        self._requests: dict[str, Stored] = {}
+        self._spawns: dict[tuple[str, str], list[Anchor]] = defaultdict(list)
+        self._spawns_read: set[tuple[str, str]] = set()
+        self._compactions: list[tuple[str, Anchor]] = []   # the batch's own, with their domain
+        self._conversations: dict[str, _Conversation] = {}
+        self._claims: dict[int, str] = {}
+        self._new_anchors: list[dict[str, Any]] = []
+        self._next_anchor = -1  # the batch's own anchors have no id yet: negative stand-ins
+        self._prefetch()
+
+    # ---------------------------------------------------------------- deciding
+
+    def link_all(self) -> tuple[dict[str, Link | None], list[tuple[str, Exception]]]:
+        """Every request's link, oldest first; (id, error) for those a bug in linking left
+        unlinked. Database errors propagate: the batch is written again later."""
+        links: dict[str, Link | None] = {}
+        failures = []
+        for facts in self.batch:
+            try:
+                found = link(facts, self)
+            except DATABASE_ERRORS:
+                raise
+            except Exception as err:  # a bug on one odd request must not lose the batch
+                failures.append((facts.id, err))
+                found = None
+            links[facts.id] = found
+            if found is not None:
+                self._add(facts, found)
+        return links, failures
+
+    # Store: the lookups of the link decision.
 
     def by_hashes(self, domain: str, hashes: Sequence[str], before: datetime,
                   since: datetime | None = None) -> list[Stored]:
-        condition = ((Request.current_message_hash.in_(list(hashes)))
-                     & (Request.domain == domain) & Request.conversation_id.is_null(False)
-                     & (Request.received_at <= before))
-        if since is not None:
-            condition &= Request.received_at >= since
-        return self._stored(Request.select(*_STORED).where(condition)
-                            .order_by(Request.received_at.desc()).limit(CANDIDATES))
+        missing = [h for h in hashes if h not in self._hashes_read]
+        if missing:
+            self._read_hashes(missing)
+        found = [s for h in hashes for s in self._by_hash.get(h, ())
+                 if s.domain == domain and s.received_at <= before
+                 and (since is None or s.received_at >= since)]
+        return sorted(found, key=lambda s: s.received_at, reverse=True)[:CANDIDATES]
 
     def children(self, request_id: str) -> list[Stored]:
-        return self._stored(Request.select(*_STORED)
-                            .where((Request.parent_request_id == request_id)
-                                   & Request.conversation_id.is_null(False))
-                            .order_by(Request.received_at).limit(CANDIDATES))
+        if request_id not in self._children_read:
+            self._read_children([request_id])
+        return list(self._children[request_id])
 
     def request(self, request_id: str) -> Stored | None:
-        found = self._stored(Request.select(*_STORED).where(Request.id == request_id))
-        return found[0] if found else None
+        if request_id not in self._requests:
+            for stored in self._select(Request.id == request_id):
+                self._remember(stored)
+        return self._requests.get(request_id)
 
     def latest_in_session(self, domain: str, session_id: str,
                           before: datetime) -> Stored | None:
-        found = self._stored(Request.select(*_STORED)
-                             .where((Request.session_id == session_id)
-                                    & (Request.domain == domain)
-                                    & Request.conversation_id.is_null(False)
-                                    & (Request.received_at <= before))
-                             .order_by(Request.received_at.desc()).limit(1))
-        return found[0] if found else None
+        found = self._select((Request.session_id == session_id) & (Request.domain == domain)
+                             & (Request.received_at <= before), newest=1)
+        found += [s for s in self._requests.values() if s.session_id == session_id
+                  and s.domain == domain and s.received_at <= before]
+        return max(found, key=lambda s: s.received_at, default=None)
 
     def spawns(self, domain: str, key_hash: str, since: datetime,
                before: datetime) -> list[Anchor]:
-        return self._anchors(SPAWN, domain, key_hash, since, before)
+        key = (domain, key_hash)
+        if key not in self._spawns_read:
+            self._read_spawns(domain, [key_hash], since)
+        return [a for a in self._spawns[key] if since <= a.received_at <= before]
 
     def compactions(self, domain: str, since: datetime, before: datetime) -> list[Anchor]:
-        return self._anchors(COMPACTION, domain, "", since, before)
+        a = ConversationAnchor
+        found = self._anchors((a.kind == COMPACTION) & (a.domain == domain)
+                              & (a.received_at >= since) & (a.received_at <= before))
+        found += [anchor for d, anchor in self._compactions
+                  if d == domain and since <= anchor.received_at <= before]
+        return found
 
     def new_branch(self, conversation_id: str, kind: str) -> int:
-        counter = _COUNTERS[kind]
-        self._run(Conversation.update({counter: counter + 1})
-                  .where(Conversation.id == conversation_id))
-        rows = self._query(*_sql(self.db, Conversation.select(counter)
-                                 .where(Conversation.id == conversation_id)))
-        return int(rows[0][0]) if rows else 1
+        state = self._conversation(conversation_id)
+        if kind not in state.counters:
+            column = COUNTERS[kind]
+            rows = self._run_select(Conversation.select(getattr(Conversation, column))
+                                    .where(Conversation.id == conversation_id))
+            state.counters[kind] = int(rows[0][0]) if rows else 0
+        state.counters[kind] += 1
+        return state.counters[kind]
 
     def new_conversation_id(self) -> str:
         return str(uuid.uuid4())
 
-    # ---------------------------------------------------------------- writes
+    # ---------------------------------------------------------------- writing
 
-    def record(self, facts: Facts, found: Link | None) -> None:
-        """Store the request's hashes and link, its conversation's figures and the anchors its
-        answer leaves."""
-        shape = facts.shape
-        values = {Request.current_message_hash: shape.current_hash,
-                  Request.parent_message_hash: shape.parent_hash,
-                  Request.system_hash: shape.system_hash,
-                  Request.message_count: shape.message_count,
-                  Request.response_hash: facts.response_hash,
-                  Request.is_compaction_request: shape.is_compaction_request}
-        if found is not None:
-            values.update({Request.conversation_id: found.conversation_id,
-                           Request.branch_id: found.branch_id,
-                           Request.parent_request_id: found.parent_request_id,
-                           Request.is_subtask: found.is_subtask,
-                           Request.parent_task_request_id: found.parent_task_request_id,
-                           Request.is_compaction_continuation: found.is_compaction_continuation,
-                           Request.is_retry: found.is_retry})
-        # received_at too: on PostgreSQL it picks the one partition to look in.
-        self._run(Request.update(values).where((Request.id == facts.id)
-                                               & (Request.received_at == facts.received_at)))
-        if found is None:
-            return
-        self._count(facts, found)
-        if found.claimed_anchor is not None:
-            self._run(ConversationAnchor.update(child_request_id=facts.id)
-                      .where((ConversationAnchor.id == found.claimed_anchor)
-                             & ConversationAnchor.child_request_id.is_null()))
-        anchors = [{"kind": SPAWN, "key_hash": key, "tool_use_id": tool_id, "summary_key": None}
-                   for tool_id, key in facts.spawns]
-        if facts.summary_key:
-            anchors.append({"kind": COMPACTION, "key_hash": "", "tool_use_id": "",
-                            "summary_key": facts.summary_key})
-        for anchor in anchors:
-            self._run(ConversationAnchor.insert(
-                domain=facts.domain, request_id=facts.id, received_at=facts.received_at,
-                session_id=facts.session_id, conversation_id=found.conversation_id,
-                **anchor).on_conflict_ignore())
-
-    def _count(self, facts: Facts, found: Link) -> None:
-        figures = facts.figures
-        if found.new_conversation:
-            self._run(Conversation.insert(
-                id=found.conversation_id, domain=facts.domain, account_id=facts.account_id,
-                session_id=facts.session_id, first_request_id=facts.id,
-                created_at=facts.received_at, last_request_at=facts.received_at,
-                title=facts.title, request_count=1, message_count=facts.shape.message_count,
-                **figures))
-            return
+    def write(self, execute: Callable[[str, list[Any]], Any], inserted: set[str]) -> None:
+        """The figures of the conversations the inserted requests joined or started (one
+        upsert), the anchors their answers leave, and the spawns they claimed."""
+        rows = [self._conversation_row(conversation_id, state)
+                for conversation_id, state in self._conversations.items()
+                if any(request_id in inserted for request_id in state.counted)]
         c = Conversation
-        received = c.last_request_at.db_value(facts.received_at)  # naive UTC, as stored
-        self._run(c.update({
-            c.request_count: c.request_count + 1,
-            c.last_request_at: Case(None, [(c.last_request_at < received, received)],
-                                    c.last_request_at),
-            c.message_count: Case(None, [(c.message_count < facts.shape.message_count,
-                                          facts.shape.message_count)], c.message_count),
-            **{getattr(c, name): getattr(c, name) + value for name, value in figures.items()},
-        }).where(c.id == found.conversation_id))
+        grow = {getattr(c, name): getattr(c, name) + getattr(EXCLUDED, name)
+                for name in ("request_count", *FIGURES)}
+        keep_larger = {getattr(c, name): _greater(getattr(c, name), getattr(EXCLUDED, name))
+                       for name in ("last_request_at", "message_count", *COUNTERS.values())}
+        for start in range(0, len(rows), IN_LIST):
+            execute(*self._sql(c.insert_many(rows[start:start + IN_LIST]).on_conflict(
+                conflict_target=[c.id], update={**grow, **keep_larger})))
+        anchors = [a for a in self._new_anchors if a["request_id"] in inserted]
+        for start in range(0, len(anchors), IN_LIST):
+            execute(*self._sql(ConversationAnchor.insert_many(anchors[start:start + IN_LIST])
+                               .on_conflict_ignore()))
+        for anchor_id, child in self._claims.items():
+            if anchor_id > 0 and child in inserted:
+                execute(*self._sql(ConversationAnchor.update(child_request_id=child).where(
+                    (ConversationAnchor.id == anchor_id)
+                    & ConversationAnchor.child_request_id.is_null())))
 
-    # ---------------------------------------------------------------- plumbing
+    def _conversation_row(self, conversation_id: str, state: _Conversation) -> dict[str, Any]:
+        """The batch's share of a conversation, as a row: the whole row for one it started;
+        for one stored already, the figures to add and the highest values seen (what else it
+        says is never used: the row exists)."""
+        first = state.facts or self.batch[0]
+        return {"id": conversation_id, "domain": first.domain, "account_id": first.account_id,
+                "session_id": first.session_id, "first_request_id": first.id,
+                "created_at": first.received_at, "last_request_at": state.last,
+                "title": first.title if state.facts else None,
+                "request_count": state.requests, "message_count": state.messages,
+                **state.figures,
+                **{column: state.counters.get(kind, 0) for kind, column in COUNTERS.items()}}
 
-    def _anchors(self, kind: str, domain: str, key_hash: str, since: datetime,
-                 before: datetime) -> list[Anchor]:
+    # ---------------------------------------------------------------- knowing
+
+    def _add(self, facts: Facts, found: Link) -> None:
+        """What later requests of the batch must see of one just linked."""
+        stored = Stored(facts.id, facts.received_at, found.conversation_id, found.branch_id,
+                        found.parent_request_id, facts.session_id, facts.agent_id,
+                        facts.shape.system_hash, facts.response_hash, facts.shape.current_hash,
+                        found.is_subtask, found.parent_task_request_id, found.is_retry,
+                        facts.shape.is_compaction_request, found.is_compaction_continuation,
+                        domain=facts.domain)
+        self._remember(stored)
+        self._children_read.add(facts.id)  # new: it has no stored children
+        if found.parent_request_id:
+            self.children(found.parent_request_id)  # read the stored ones first
+            self._children[found.parent_request_id].append(stored)
+        if found.claimed_anchor is not None:
+            self._claims[found.claimed_anchor] = facts.id
+            for anchors in self._spawns.values():
+                for index, anchor in enumerate(anchors):
+                    if anchor.id == found.claimed_anchor:
+                        anchors[index] = replace(anchor, child_request_id=facts.id)
+        state = self._conversation(found.conversation_id)
+        if found.new_conversation:
+            state.facts = facts
+        state.requests += 1
+        state.counted.append(facts.id)
+        state.messages = max(state.messages, facts.shape.message_count)
+        state.last = max(state.last or facts.received_at, facts.received_at)
+        for name in FIGURES:
+            state.figures[name] += facts.figures.get(name, 0)
+        self._leave_anchors(facts, found)
+
+    def _leave_anchors(self, facts: Facts, found: Link) -> None:
+        common = {"domain": facts.domain, "request_id": facts.id,
+                  "received_at": facts.received_at, "session_id": facts.session_id,
+                  "conversation_id": found.conversation_id}
+        for tool_id, key in facts.spawns:
+            self._new_anchors.append({**common, "kind": SPAWN, "key_hash": key,
+                                      "tool_use_id": tool_id})
+            self._spawns[(facts.domain, key)].append(self._anchor(facts, found))
+        if facts.summary_key:
+            self._new_anchors.append({**common, "kind": COMPACTION, "key_hash": "",
+                                      "tool_use_id": "", "summary_key": facts.summary_key})
+            self._compactions.append((facts.domain,
+                                      self._anchor(facts, found, facts.summary_key)))
+
+    def _anchor(self, facts: Facts, found: Link, summary: str | None = None) -> Anchor:
+        self._next_anchor -= 1
+        return Anchor(self._next_anchor, facts.id, facts.received_at, facts.session_id,
+                      found.conversation_id, summary)
+
+
+    def _conversation(self, conversation_id: str) -> _Conversation:
+        return self._conversations.setdefault(conversation_id, _Conversation())
+
+    def _remember(self, stored: Stored) -> None:
+        self._requests[stored.id] = stored
+        if stored.current_hash and stored not in self._by_hash[stored.current_hash]:
+            self._by_hash[stored.current_hash].append(stored)
+
+    # ---------------------------------------------------------------- reading
+
+    def _prefetch(self) -> None:
+        hashes = {h for f in self.batch if not f.side
+                  for h in (f.shape.current_hash, *f.shape.ancestor_hashes[:1]) if h}
+        self._read_hashes(sorted(hashes))
+        self._read_children([s.id for found in self._by_hash.values() for s in found])
+        keys: dict[str, set[str]] = defaultdict(set)
+        for f in self.batch:
+            if f.shape.single_user_text and not f.side:
+                keys[f.domain].add(text_hash(f.shape.single_user_text))
+        if keys:
+            since = min(f.received_at for f in self.batch) - SUBTASK_WINDOW
+            for domain, domain_keys in keys.items():
+                self._read_spawns(domain, sorted(domain_keys), since)
+
+    def _read_hashes(self, hashes: Sequence[str]) -> None:
+        for part in _parts(hashes):
+            for stored in self._select(Request.current_message_hash.in_(part)):
+                self._remember(stored)
+            self._hashes_read.update(part)
+
+    def _read_children(self, parents: Sequence[str]) -> None:
+        wanted = [p for p in dict.fromkeys(parents) if p not in self._children_read]
+        for part in _parts(wanted):
+            for stored in self._select(Request.parent_request_id.in_(part)):
+                self._remember(stored)
+                self._children[stored.parent_request_id].append(stored)
+            self._children_read.update(part)
+
+    def _read_spawns(self, domain: str, keys: Sequence[str], since: datetime) -> None:
         a = ConversationAnchor
-        rows = self._query(*_sql(self.db, a.select(*_ANCHOR).where(
-            (a.domain == domain) & (a.kind == kind) & (a.key_hash == key_hash)
-            & (a.received_at >= since) & (a.received_at <= before))
-            .order_by(a.received_at.desc()).limit(CANDIDATES)))
-        return [Anchor(row[0], row[1], a.received_at.python_value(row[2]), *row[3:])
-                for row in rows]
+        for part in _parts(keys):
+            for anchor in self._anchors((a.kind == SPAWN) & (a.domain == domain)
+                                        & a.key_hash.in_(part) & (a.received_at >= since)):
+                self._spawns[(domain, anchor.key_hash)].append(anchor)
+            self._spawns_read.update((domain, key) for key in part)
 
-    def _stored(self, select) -> list[Stored]:
+    def _select(self, condition, newest: int | None = None) -> list[Stored]:
+        select = (Request.select(*_STORED).where(condition
+                                                 & Request.conversation_id.is_null(False)))
+        if newest:
+            select = select.order_by(Request.received_at.desc()).limit(newest)
         out = []
-        for row in self._query(*_sql(self.db, select)):
-            values = [field.python_value(value) for field, value in zip(_STORED, row,
-                                                                        strict=True)]
-            out.append(Stored(*values))
+        for row in self._run_select(select):
+            out.append(Stored(*(f.python_value(v) for f, v in zip(_STORED, row, strict=True))))
         return out
 
-    def _run(self, statement) -> None:
-        self._execute(*_sql(self.db, statement))
+    def _anchors(self, condition) -> list[Anchor]:
+        a = ConversationAnchor
+        rows = self._run_select(a.select(*_ANCHOR).where(condition)
+                                .order_by(a.received_at.desc()).limit(CANDIDATES))
+        return [Anchor(*(f.python_value(v) for f, v in zip(_ANCHOR, row, strict=True)))
+                for row in rows]
+
+    def _run_select(self, select) -> list[tuple]:
+        return self._query(*self._sql(select))
+
+    def _sql(self, statement) -> tuple[str, list[Any]]:
+        return _sql(self.db, statement)
 
 
-def link_all(store: SqlStore, batch: Sequence[Facts]) -> list[tuple[str, Exception]]:
-    """Link and record each request of `batch` in order; (id, error) for those a bug in
-    linking left unlinked. Database errors propagate: the batch is written again later."""
-    failures = []
-    for facts in batch:
-        try:
-            found = link(facts, store)
-        except DATABASE_ERRORS:
-            raise
-        except Exception as err:  # a bug on one odd request must not lose the batch
-            failures.append((facts.id, err))
-            found = None
-        store.record(facts, found)
-    return failures
+def _greater(column, value):
+    """The larger of a column and a value, in SQL both engines read (a concurrent writer may
+    have moved the column on)."""
+    return Case(None, [(column < value, value)], column)
+
+
+def _parts(values: Sequence[str]) -> Iterable[list[str]]:
+    values = list(values)
+    for start in range(0, len(values), IN_LIST):
+        yield values[start:start + IN_LIST]
 
 
 def _sql(db: peewee.Database, statement) -> tuple[str, list[Any]]:
@@ -216,40 +374,38 @@ def _sql(db: peewee.Database, statement) -> tuple[str, list[Any]]:
     return sql, list(params)
 
 
-
-
 # ---------------------------------------------------------------- relink
 
 RELINK_PAGE = 200
-_LINK_FIELDS = {Request.conversation_id: None, Request.branch_id: None,
-                Request.parent_request_id: None, Request.is_subtask: False,
-                Request.parent_task_request_id: None, Request.is_compaction_continuation: False,
-                Request.is_retry: False}
 
 
 def relink(db: peewee.Database, since: datetime,
            progress: Callable[[int], None] = lambda done: None) -> int:
     """Recompute the conversation fields of every request received since `since`, in the
-    order received, as if they arrived now; returns how many were linked.
+    order received, as if they arrived now; returns how many requests were read.
 
     Links of earlier requests stay: conversations they started keep their ids, and their
     figures are recomputed from the requests left to them before linking starts again.
     Each page of requests is one transaction, so readers see whole pages.
     """
     with db.atomic():
-        touched = [row[0] for row in db.execute_sql(*_sql(db,
+        touched = [row[0] for row in db.execute_sql(*_sql(db, (
             Request.select(Request.conversation_id).distinct()
-            .where((Request.received_at >= since) & Request.conversation_id.is_null(False))))]
+            .where((Request.received_at >= since) & Request.conversation_id.is_null(False)))))]
         later = Request.select(Request.id).where(Request.received_at >= since)
         _execute(db, ConversationAnchor.update(child_request_id=None)
                  .where(ConversationAnchor.child_request_id.in_(later)))
         _execute(db, ConversationAnchor.delete().where(ConversationAnchor.received_at >= since))
-        _execute(db, Request.update(_LINK_FIELDS).where(Request.received_at >= since))
+        _execute(db, Request.update({getattr(Request, name): value
+                                     for name, value in link_columns(None).items()})
+                 .where(Request.received_at >= since))
         _execute(db, Conversation.delete().where(Conversation.created_at >= since))
         for conversation_id in touched:
             _refigure(db, conversation_id)
-    store = SqlStore(db, lambda sql, params: db.execute_sql(sql, params).fetchall(),
-                     db.execute_sql)
+
+    def query(sql: str, params: list[Any]) -> list[tuple]:
+        return db.execute_sql(sql, params).fetchall()
+
     done, condition = 0, Request.received_at >= since
     while True:
         page = list(Request.select().where(condition)
@@ -257,7 +413,15 @@ def relink(db: peewee.Database, since: datetime,
         if not page:
             return done
         with db.atomic():
-            link_all(store, [facts for row in page if (facts := facts_of(row)) is not None])
+            batch = [facts for row in page if (facts := facts_of(row)) is not None]
+            linker = BatchLinker(db, query, batch)
+            links, _ = linker.link_all()
+            for facts in batch:
+                values = {**link_fields(facts), **link_columns(links.get(facts.id))}
+                _execute(db, Request.update({getattr(Request, k): v for k, v in values.items()})
+                         .where((Request.id == facts.id)
+                                & (Request.received_at == facts.received_at)))
+            linker.write(db.execute_sql, {facts.id for facts in batch})
         done += len(page)
         progress(len(page))
         last_at, last_id = page[-1]["received_at"], page[-1]["id"]  # keyset paging
@@ -279,15 +443,15 @@ def _refigure(db: peewee.Database, conversation_id: str) -> None:
     if not row or not row[0]:
         _execute(db, Conversation.delete().where(Conversation.id == conversation_id))
         return
-    branches = [value for (value,) in db.execute_sql(*_sql(db,
-        r.select(r.branch_id).distinct().where(mine)))]
+    branches = [value for (value,) in db.execute_sql(*_sql(
+        db, r.select(r.branch_id).distinct().where(mine)))]
     c = Conversation
     _execute(db, c.update({
         c.request_count: row[0], c.last_request_at: r.received_at.python_value(row[1]),
         c.message_count: row[2] or 0, c.input_tokens: int(row[3] or 0),
         c.output_tokens: int(row[4] or 0), c.cache_creation_input_tokens: int(row[5] or 0),
         c.cache_read_input_tokens: int(row[6] or 0), c.cost_microusd: int(row[7] or 0),
-        **{_COUNTERS[kind]: _highest(branches, kind) for kind in _COUNTERS},
+        **{getattr(c, column): _highest(branches, kind) for kind, column in COUNTERS.items()},
     }).where(c.id == conversation_id))
 
 

@@ -1,7 +1,8 @@
 """Where the writer's batches go: one transaction of multi-row inserts per batch.
 
-`statements` turns a batch into multi-row `INSERT … ON CONFLICT DO NOTHING` statements, split to
-stay under both engines' limit of bound parameters: a replayed row already in the table (the
+`statements` prepares a batch (pure CPU, before the transaction) and `write` runs it as
+multi-row `INSERT … ON CONFLICT DO NOTHING` statements, split to stay under both engines' limit
+of bound parameters: a replayed row already in the table (the
 same primary key) is skipped, never doubled. Not peewee's `on_conflict_ignore`: on SQLite that
 is `INSERT OR IGNORE`, which also drops a row breaking NOT NULL without a word, where a refused
 row must be seen (and set aside). The SQL is written here rather than by `insert_many`, whose
@@ -11,10 +12,11 @@ the writer's largest cost by far; every value still goes through its model field
 Each request INSERT returns the ids it inserted, and the hourly usage roll-ups (`usage_hourly`,
 `usage_tool_hourly`) get the shares of exactly those rows, by upserts in the same transaction:
 a request is counted once however often it is replayed, and the roll-ups always agree with the
-rows. Conversation linking (app/storage/linking.py) runs in the same transaction, after the
-inserts, for the new Messages requests in the order they were received: each sees every
-earlier request, those of its own batch included. `query` reads on the writer's connection
-(the alert watch, after a commit).
+rows. Conversation linking (app/storage/linking.py) runs in the same transaction, before the
+request INSERT, for the Messages requests not stored yet, in the order they were received: a
+few reads for the whole batch, then each request decided in memory seeing every earlier one,
+those of its own batch included, and written once with its link. `query` reads on the
+writer's connection (the alert watch, after a commit).
 
 SQLite: the sink opens a connection of its own, used only by the writer's native thread
 (under gevent a sqlite3 call blocks every greenlet for as long as it runs, so it must not run on
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +39,7 @@ import peewee
 
 from app.conversations.linker import Facts, facts_of
 from app.storage.database import SQLITE_PRAGMAS, is_postgres
-from app.storage.linking import SqlStore, link_all
+from app.storage.linking import BatchLinker, link_columns, link_fields
 from app.storage.models import (
     RateLimitSample,
     Request,
@@ -59,6 +62,8 @@ REFUSED = (peewee.DataError, peewee.IntegrityError, sqlite3.DataError, sqlite3.I
            sqlite3.InterfaceError, OverflowError, TypeError, ValueError)
 
 Statement = tuple[str, list[Any]]
+Query = Callable[[str, list[Any]], list[tuple]]   # SQL and parameters -> rows
+Execute = Callable[[str, list[Any]], Any]
 
 ROLLUP_KEY = ("hour", "domain", "account_id", "model")
 TOOL_KEY = ("hour", "domain", "account_id", "tool_name")
@@ -71,13 +76,14 @@ def refused(err: BaseException) -> bool:
 
 @dataclass
 class Batch:
-    """A batch's SQL: the request inserts (each RETURNING the ids it inserted), the rest of its
-    rows, and each request's roll-up share, added once its row is known to be new."""
+    """A batch ready to write: its request rows (inserted once their links are known), the
+    SQL of the rest of its rows, each request's roll-up share (added once its row is known to
+    be new) and what conversation linking needs of its Messages requests, oldest first."""
 
-    requests: list[Statement]
+    requests: list[dict[str, Any]]
     others: list[Statement]
     usage: dict[str, Contribution]
-    facts: list[Facts] = field(default_factory=list)    # Messages requests, oldest first
+    facts: list[Facts] = field(default_factory=list)
 
 
 @dataclass
@@ -101,10 +107,40 @@ class _Sink(ABC):
         requests = [request for request, _ in items]
         chunks = [chunk for _, rows in items for chunk in rows]
         samples = [sample for request in requests if (sample := sample_of(request))]
-        return Batch(self._inserts(Request, requests, ' RETURNING "id"'),
+        facts = linkable(requests)
+        by_id = {f.id: f for f in facts}
+        # The hashes are the body's: known now. The links are filled in the transaction.
+        rows = [{**request, **link_fields(by_id[request["id"]])} if request["id"] in by_id
+                else request for request in requests]
+        return Batch(rows,
                      self._inserts(RequestChunk, chunks) + self._inserts(RateLimitSample, samples),
-                     {request["id"]: contribution(request) for request in requests},
-                     linkable(requests))
+                     {request["id"]: contribution(request) for request in requests}, facts)
+
+    def write(self, batch: Batch, query: Query, execute: Execute) -> Committed:
+        """The batch's statements, inside the caller's transaction: link the requests not
+        stored yet, insert every row, add the new requests to the roll-ups and to their
+        conversations."""
+        ids = [row["id"] for row in batch.requests]
+        stored: set[str] = set()
+        for start in range(0, len(ids), MAX_PARAMS):
+            part = ids[start:start + MAX_PARAMS]
+            stored.update(row[0] for row in query(*self._compile(
+                Request.select(Request.id).where(Request.id.in_(part)))))
+        linker = BatchLinker(self.db, query, [f for f in batch.facts if f.id not in stored])
+        links, unlinked = linker.link_all()
+        rows = [{**row, **link_columns(links[row["id"]])} if row["id"] in links else row
+                for row in batch.requests]
+        committed = Committed(unlinked=unlinked)
+        for sql, params in self._inserts(Request, rows, ' RETURNING "id"'):
+            committed.inserted.update(row[0] for row in query(sql, params))
+        for sql, params in batch.others + self.rollups(batch, committed.inserted):
+            execute(sql, params)
+        linker.write(execute, committed.inserted)
+        return committed
+
+    def _compile(self, statement) -> Statement:
+        sql, params = self.db.get_sql_context().sql(statement).query()
+        return sql, list(params)
 
     def _inserts(self, model: type[peewee.Model], rows: list[dict], tail: str = "",
                  ) -> list[Statement]:
@@ -170,10 +206,6 @@ def linkable(requests: list[dict]) -> list[Facts]:
     return sorted(out, key=lambda facts: (facts.received_at, facts.id))
 
 
-def _new(batch: Batch, committed: Committed) -> list[Facts]:
-    return [facts for facts in batch.facts if facts.id in committed.inserted]
-
-
 def _value(row: dict, field: peewee.Field) -> Any:
     # A row spooled by an earlier version lacks the columns added since: their defaults.
     if field.name in row:
@@ -196,19 +228,14 @@ class SqliteSink(_Sink):
     def execute(self, batch: Batch) -> Committed:
         """The batch in one transaction; raises sqlite3 errors (nothing committed)."""
         conn = self._conn or self._connect()
-        committed = Committed()
         try:
             # IMMEDIATE takes the write lock up front: waiting for it (busy_timeout) happens
             # before any work, and the transaction never fails half-way for want of it.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in batch.requests:
-                    committed.inserted.update(row[0] for row in conn.execute(sql, params))
-                for sql, params in batch.others + self.rollups(batch, committed.inserted):
-                    conn.execute(sql, params)
-                store = SqlStore(self.db, lambda sql, params: conn.execute(sql, params).fetchall(),
-                                 conn.execute)
-                committed.unlinked = link_all(store, _new(batch, committed))
+                committed = self.write(
+                    batch, lambda sql, params: conn.execute(sql, params).fetchall(),
+                    conn.execute)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -256,19 +283,14 @@ class PostgresSink(_Sink):
     def execute(self, batch: Batch) -> Committed:
         """The batch in one transaction; raises peewee errors (nothing committed)."""
         db = self.db
-        committed = Committed()
         try:
             db.connect(reuse_if_open=True)
             with db.atomic():
                 db.execute_sql(f"SET LOCAL lock_timeout = {PG_LOCK_WAIT_MS}")
                 db.execute_sql(f"SET LOCAL statement_timeout = {PG_STATEMENT_MS}")
-                for sql, params in batch.requests:
-                    committed.inserted.update(row[0] for row in db.execute_sql(sql, params))
-                for sql, params in batch.others + self.rollups(batch, committed.inserted):
-                    db.execute_sql(sql, params)
-                store = SqlStore(db, lambda sql, params: db.execute_sql(sql, params).fetchall(),
-                                 db.execute_sql)
-                committed.unlinked = link_all(store, _new(batch, committed))
+                committed = self.write(
+                    batch, lambda sql, params: db.execute_sql(sql, params).fetchall(),
+                    db.execute_sql)
         except Exception as err:
             if refused(err):
                 db.close()  # rolled back; the connection is fine

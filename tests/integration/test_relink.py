@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.conversations.linker import facts_of
 from app.storage import schema
-from app.storage.linking import SqlStore, link_all
 from app.storage.models import Conversation, ConversationAnchor, Request, bind
 from app.storage.partitions import ensure_partitions
+from app.storage.sink import make_sink
 from tests.databases import opened
 from tests.factories import record_requests, request_row
 from tests.support import REPO
@@ -111,28 +110,40 @@ def test_relink_needs_a_range(tmp_path):
 
 
 def test_linking_costs_a_bounded_number_of_statements(db):
-    """Per request: the same few indexed statements at turn 5 as at turn 60."""
-    counts = []
-    for turns in (5, 60):
-        rows = turn_rows(turns, T0 + timedelta(minutes=turns))
-        record_requests(*rows[:-1])
-        statements: list[str] = []
+    """A batch reads the same few statements whatever the histories' length and however many
+    requests it links: the stored-ids check, the candidates by hash, their children."""
+    def write(rows: list[dict]) -> tuple[list[str], list[str]]:
+        sink = make_sink(db)
+        batch = sink.statements([(row, []) for row in rows])
+        reads: list[str] = []
+        writes: list[str] = []
 
-        def query(sql, params, seen=statements):
-            seen.append(sql)
+        def query(sql, params):
+            (reads if sql.lstrip().startswith("SELECT") else writes).append(sql)
             return db.execute_sql(sql, params).fetchall()
 
-        def execute(sql, params, seen=statements):
-            seen.append(sql)
+        def execute(sql, params):
+            writes.append(sql)
             return db.execute_sql(sql, params)
 
-        last = dict(rows[-1], conversation_id="unlinked")  # stored, but left to this test
-        record_requests(last)
-        Request.update(conversation_id=None).where(Request.id == last["id"]).execute()
         with db.atomic():
-            link_all(SqlStore(db, query, execute), [facts_of(rows[-1])])
-        counts.append(len(statements))
-        assert Request.get_by_id(last["id"]).parent_request_id == rows[-2]["id"]
-    # retry check, parent lookup, its children, the request's update, its conversation's
-    assert counts == [5, 5], counts
+            sink.write(batch, query, execute)
+        return reads, writes
+
+    lines = {turns: turn_rows(turns, T0 + timedelta(minutes=turns)) for turns in (5, 60)}
+    for rows in lines.values():
+        record_requests(*rows[:-1])
+    short, long = write([lines[5][-1]]), write([lines[60][-1]])
+    assert len(short[0]) == len(long[0]) == 3, (short[0], long[0])
+    assert len(short[1]) == len(long[1])
+    for turns, rows in lines.items():
+        assert Request.get_by_id(rows[-1]["id"]).parent_request_id == rows[-2]["id"], turns
+
+    many = [turn_rows(8, T0 + timedelta(hours=2, minutes=n)) for n in range(20)]
+    for rows in many:
+        record_requests(*rows[:-1])
+    reads, _ = write([rows[-1] for rows in many])
+    assert len(reads) == 3, reads
+    assert {Request.get_by_id(rows[-1]["id"]).parent_request_id for rows in many} == {
+        rows[-2]["id"] for rows in many}
     assert ConversationAnchor.select().count() == 0
