@@ -6,14 +6,14 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean postgres-server
+.PHONY: install run test lint clean postgres-server chromium vendor
 
 install: $(DEV_DEPS)
 
 run: $(RUN_DEPS)
 	$(BIN)/python wsgi.py
 
-test: $(DEV_DEPS) postgres-server
+test: $(DEV_DEPS) postgres-server chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -30,6 +30,21 @@ postgres-server:
 	    exit 1; \
 	  fi; \
 	fi
+
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: chromium is not installed: apt-get install chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# Refresh static/vendor/ (htmx, ECharts) from the npm registry, checked against its integrity.
+vendor: $(RUN_DEPS)
+	$(BIN)/python scripts/vendor_assets.py
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

@@ -18,7 +18,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import api, auth, cli, errors, health, proxy, storage
+    from app import api, auth, cli, dashboard, errors, health, proxy, storage
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -39,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     storage.init_app(app)
     proxy.init_app(app)
     api.init_app(app)
+    dashboard.init_app(app)
     cli.init_app(app)
     return app
 

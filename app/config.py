@@ -192,6 +192,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DASHBOARD_API_KEY", "", _optional_secret,
             "Key for `/api/*` (`Authorization: Bearer` or `X-Dashboard-Key`). Unset: `/api/*` "
             "answers loopback clients only."),
+    Setting("SECRET_KEY", "", _optional_secret,
+            "Signs dashboard sessions (at least 16 characters). Unset: generated once and kept "
+            "in `data/secret_key` (mode 0600), so logins survive restarts."),
     Setting("ALERT_WINDOW_TOKEN_LIMIT", "", _optional_integer(1),
             "Output tokens per account in a 5-hour window that count as 100 % for quota "
             "alerts. Unset: no window alerts (the upstream's own rate-limit statuses still "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, Response, current_app, request
+from flask_login import current_user
 
 from app.api import access
 from app.errors import NexusError, error_response
@@ -41,6 +42,8 @@ def _check_access() -> None:
     # App-wide, not per-blueprint: a path under /api that matches no route must be refused
     # like the others rather than answered 404 to strangers.
     if request.path == "/api" or request.path.startswith("/api/"):
+        if current_user.is_authenticated:  # a dashboard session
+            return
         key = current_app.config["NEXUS_SETTINGS"].dashboard_api_key
         access.check(request.remote_addr, request.headers, key)
 

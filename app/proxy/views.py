@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 
 from app.logs import request_id_var
 from app.proxy import cors
@@ -41,7 +41,11 @@ def preflight(subpath: str) -> Response:
 
 @bp.route("/", methods=["GET", "HEAD"])
 def descriptor() -> Response:
-    """What this server is; Claude Code sends `HEAD /` to warm its connection up."""
+    """What this server is; Claude Code sends `HEAD /` to warm its connection up. A browser
+    (asking for HTML) is sent to the dashboard."""
+    if request.method == "GET" and request.accept_mimetypes.accept_html \
+            and request.accept_mimetypes.best == "text/html":
+        return redirect("/dashboard/")
     return jsonify({
         "name": "Claude Nexus Proxy",
         "version": __version__,
