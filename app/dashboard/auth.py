@@ -95,7 +95,7 @@ def check_password(name: str, password: str) -> Viewer | None:
 
 def guard():
     """Before every dashboard view: let the caller in, send them to log in, or refuse."""
-    if request.endpoint in ("dashboard.login", "dashboard.logout"):
+    if request.endpoint in ("dashboard.login", "dashboard.login_submit", "dashboard.logout"):
         return None
     if not logins_configured():
         if is_loopback(request.remote_addr):

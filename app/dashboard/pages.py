@@ -10,7 +10,13 @@ from flask_login import login_user, logout_user
 from app.dashboard import auth, bp
 from app.storage import queries, usage
 
-bp.before_request(auth.guard)
+@bp.before_app_request
+def _guard():
+    # App-wide, so that a /dashboard path with no view is refused like the others rather than
+    # answered 404 to strangers.
+    if request.path == "/dashboard" or request.path.startswith("/dashboard/"):
+        return auth.guard()
+    return None
 
 
 @bp.get("/login")

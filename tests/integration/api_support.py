@@ -61,7 +61,10 @@ class Server:
         self._thread.start()
 
     def get(self, path: str, host: str = "127.0.0.1", **kwargs) -> requests.Response:
-        return self.http.get(f"http://{host}:{self.port}{path}", timeout=10, **kwargs)
+        return self.http.get(self.url(path, host), timeout=10, **kwargs)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
 
     def stop(self) -> None:
         self.server.shutdown()
