@@ -1,9 +1,9 @@
 """Serving with gevent: the WSGI server, signal handling and graceful shutdown.
 
 On SIGTERM or SIGINT the server stops accepting, reports not-ready, closes idle keep-alive
-connections, lets in-flight requests and streams run for up to SHUTDOWN_GRACE_S, then kills what
-is left, stops the background owners (the writer drains its queue, or spools it) and returns
-(the process exits 0).
+connections, ends the dashboard's live streams (app/dashboard/live.py), lets in-flight requests
+and streams run for up to SHUTDOWN_GRACE_S, then kills what is left, stops the background owners
+(the writer drains its queue, or spools it) and returns (the process exits 0).
 """
 
 from __future__ import annotations
@@ -49,12 +49,16 @@ class Handler(WSGIHandler):
         return line
 
     def handle_one_request(self):
+        result = None
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         finally:
             self.busy = False
             if self.server.draining:
                 self.close_connection = True
+        # gevent decided on keep-alive before the flag above: a response that ended while
+        # draining (a live stream, a keep-alive client's last request) must close, not wait.
+        return None if result is True and self.close_connection else result
 
     def run_application(self):
         super().run_application()
@@ -96,6 +100,7 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     from app import shutdown, storage
     from app.auth import log_credential_states
+    from app.dashboard import live
     from app.storage import upgrade_on_start
     from app.storage.database import StorageError
 
@@ -122,6 +127,7 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     # Before listening, so no exchange ends unrecorded; its loop (and the replay of any spool
     # left by an earlier run) only runs once this greenlet waits, i.e. right after listening.
     storage.start(app)
+    live.start(app)
     server.start()
     log_credential_states(app)
     base = f"http://{_display_host(host)}:{server.server_port}"
@@ -143,6 +149,7 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     server.close()  # stop accepting
     for handler in list(server.connections):
         handler.close_if_idle()
+    live.stop(app)  # live streams never end by themselves: end them, or they hold the grace
     server.stop(timeout=grace)  # waits for busy handlers, then kills the rest
     shutdown(app)
     log.info("stopped")

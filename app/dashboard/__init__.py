@@ -20,7 +20,7 @@ htmx = HTMX()
 
 def init_app(app: Flask) -> None:
     """Sessions, logins, CSRF, the htmx helpers, the pages and the `users` commands."""
-    from app.dashboard import auth, commands, pages  # noqa: F401  (views attach to `bp`)
+    from app.dashboard import auth, charts, commands, conversations, events, pages, requests, usage  # noqa: F401
 
     settings = app.config["NEXUS_SETTINGS"]
     app.secret_key = secret_key(settings.secret_key)

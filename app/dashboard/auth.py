@@ -42,25 +42,23 @@ class Viewer(UserMixin):
     name: str
 
 
-_users_seen: tuple[float, bool] = (0.0, False)
+SEEN = "nexus.dashboard_users_seen"   # app.extensions: (when checked, whether users exist)
 
 
 def logins_configured() -> bool:
     """True when a key or at least one user exists: then every page needs a login."""
-    global _users_seen
     if current_app.config["NEXUS_SETTINGS"].dashboard_api_key:
         return True
-    checked_at, found = _users_seen
+    checked_at, found = current_app.extensions.get(SEEN, (0.0, False))
     if time.monotonic() - checked_at > USERS_CACHE_S:
         found = _read(lambda: DashboardUser.select().exists(), default=found)
-        _users_seen = (time.monotonic(), found)
+        current_app.extensions[SEEN] = (time.monotonic(), found)
     return found
 
 
 def forget_users_cache() -> None:
-    """After `users create/delete` in this process."""
-    global _users_seen
-    _users_seen = (0.0, False)
+    """After `users create/delete` in this process: ask the database again."""
+    current_app.extensions.pop(SEEN, None)
 
 
 @login_manager.user_loader

@@ -10,6 +10,7 @@ from flask_login import login_user, logout_user
 from app.dashboard import auth, bp
 from app.storage import queries, usage
 
+
 @bp.before_app_request
 def _guard():
     # App-wide, so that a /dashboard path with no view is refused like the others rather than

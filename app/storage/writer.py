@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class BatchWriter:
         self.db, self.sink = db, make_sink(db)
         self.prices, self.watch = prices, watch
         self._bus: EventBus | None = None
+        # Called with each committed batch's items and the ids it inserted (the live feed); a
+        # callback only hands off, and one that raises is logged, never failing the batch.
+        self.on_committed: list[Callable[[list[rows.Item], set[str]], None]] = []
         self.batch_size, self.interval_s = batch_size, interval_ms / 1000
         self.queue_max, self.keep_chunks = queue_max, keep_chunks
         self.rows_written = self.rows_replayed = 0
@@ -261,13 +265,20 @@ class BatchWriter:
                 return all(self._write([item], replayed) for item in items)
             self.spooler.reject(items, err)
             return True
-        self.rows_written += len(items)
-        self.rows_replayed += len(items) if replayed else 0
         self._db_ok()
         for request_id, err in committed.unlinked:
             log.error("conversations: request %s left unlinked: %s", request_id, one_line(err),
                       exc_info=err)
         self._alert(items, committed.inserted)
+        for callback in self.on_committed:
+            try:
+                callback(items, committed.inserted)
+            except Exception:
+                log.exception("storage: on_committed callback %r failed", callback)
+        # Counted last, so that a row counted as written has also been announced (alerts, the
+        # live feed): /health's figures never run ahead of what subscribers saw.
+        self.rows_written += len(items)
+        self.rows_replayed += len(items) if replayed else 0
         return True
 
     def _alert(self, items: list[rows.Item], inserted: set[str]) -> None:

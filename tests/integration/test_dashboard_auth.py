@@ -106,7 +106,8 @@ def test_user_login_and_no_open_redirect(served, tmp_path):
     listed = users(tmp_path, "list")
     assert listed.returncode == 0 and listed.stdout.startswith("ann\t") and "never" in listed.stdout
 
-    forget_users_cache()  # this process's memory of "no users" (5 s) is not waited out
+    with server.app.app_context():
+        forget_users_cache()  # the app's memory of "no users" (5 s) is not waited out
     assert server.get("/dashboard/", allow_redirects=False).status_code == 302
     page = server.get("/dashboard/login")
     bad = server.http.post(server.url("/dashboard/login"), timeout=10,
