@@ -61,12 +61,13 @@ class Watched:
 
 @pytest.fixture
 def browse(chromium):
-    """`browse(base_url)` -> a Watched page; checked for console errors and outside requests
+    """`browse(base_url, color_scheme="light")` -> a Watched page; checked for console errors and outside requests
     when the test ends."""
     contexts, watched = [], []
 
-    def open_page(base_url: str) -> Watched:
-        context = chromium.new_context(base_url=base_url, viewport={"width": 1366, "height": 900})
+    def open_page(base_url: str, color_scheme: str = "light") -> Watched:
+        context = chromium.new_context(base_url=base_url, viewport={"width": 1366, "height": 900},
+                                       color_scheme=color_scheme)
         contexts.append(context)
         page = Watched(context.new_page(), urlsplit(base_url).netloc)
         watched.append(page)

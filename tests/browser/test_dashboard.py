@@ -130,6 +130,15 @@ def test_the_dashboard_in_a_browser(browse, proxy, upstream):
     page.goto("/dashboard/accounts")
     shot(page, "accounts")
 
+    # Dark mode follows the system: the same session in a dark browser.
+    dark = browse(proxy.url, color_scheme="dark").page
+    dark.context.add_cookies(page.context.cookies())
+    dark.goto("/dashboard/usage")
+    dark.wait_for_function("document.querySelector('.chart canvas')")
+    background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(21, 21, 20)", background  # --bg of the dark palette
+    shot(dark, "usage-dark")
+
     # Logging out ends the session.
     page.click("button:has-text('Log out')")
     page.wait_for_url(re.compile(r"/dashboard/login"))
