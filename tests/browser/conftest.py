@@ -61,8 +61,8 @@ class Watched:
 
 @pytest.fixture
 def browse(chromium):
-    """`browse(base_url, color_scheme="light")` -> a Watched page; checked for console errors and outside requests
-    when the test ends."""
+    """`browse(base_url, color_scheme="light")` -> a Watched page; checked for console errors
+    and outside requests when the test ends."""
     contexts, watched = [], []
 
     def open_page(base_url: str, color_scheme: str = "light") -> Watched:
