@@ -39,6 +39,7 @@ STATUS_CHOICES = (("", "Any status"), ("2xx", "2xx success"), ("4xx", "4xx refus
 TYPE_CHOICES = (("", "Any type"), ("inference", "Inference"),
                 ("query_evaluation", "Query evaluation"), ("quota", "Quota check"))
 SINCE_PRESETS = ("1h", "24h", "7d", "30d")
+SEARCH_SPAN = "7d"
 SUGGESTION_DAYS = 30       # domains, accounts and models offered in the filters: recent ones
 SUGGESTION_LIMIT = 200
 
@@ -58,6 +59,10 @@ PREVIEW_CHARS = 120        # characters of a chunk's data shown in the timeline
 def requests_list():
     args = request.args.to_dict(flat=False)
     values = {name: request.args.get(name, "") for name in FORM_FIELDS}
+    if values["q"].strip() and not (values["since"] or values["until"]):
+        # A text search reads every body in its range: without a range it searches the last
+        # week (shown in the form, widened by choosing another), so a page never scans all.
+        values["since"], args["since"] = SEARCH_SPAN, [SEARCH_SPAN]
     limit = offset = 0
     rows: list[dict] = []
     total: int | None = 0

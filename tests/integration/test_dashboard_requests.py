@@ -177,13 +177,25 @@ def test_text_search_pages_without_counting_every_match(dashboard):
     first = page(client, "/dashboard/requests?q=needle&limit=2")
     assert ids(first) == [rows[0]["id"], rows[1]["id"]]
     assert "1–2 of more than 2 requests" in first and "Page 1<" in first
-    assert 'href="/dashboard/requests?q=needle&amp;limit=2&amp;offset=2" rel="next"' in first
+    # Without a range, a search covers the last week (and says so in its links and form).
+    assert 'href="/dashboard/requests?q=needle&amp;since=7d&amp;limit=2&amp;offset=2" ' \
+        'rel="next"' in first
     assert 'rel="last"' not in first
     second = page(client, "/dashboard/requests?q=needle&limit=2&offset=2")
     assert ids(second) == [rows[2]["id"]] and "3–3 of 3 requests" in second
     assert 'rel="next"' not in second and 'rel="prev"' in second
     beyond = page(client, "/dashboard/requests?q=needle&limit=2&offset=10")
     assert "No requests on this page." in beyond
+
+
+def test_a_search_without_a_range_covers_the_last_week(dashboard):
+    client, insert = dashboard
+    old = request_row(received_at=ago(days=8), request_body=messages_body("needle old"))
+    new = request_row(received_at=ago(days=1), request_body=messages_body("needle new"))
+    insert(old, new)
+    assert ids(page(client, "/dashboard/requests?q=needle")) == [new["id"]]
+    assert ids(page(client, "/dashboard/requests?q=needle&since=30d")) == [new["id"], old["id"]]
+    assert ids(page(client, "/dashboard/requests")) == [new["id"], old["id"]]
 
 
 def test_htmx_requests_get_the_table_fragment_only(dashboard):
