@@ -26,10 +26,15 @@
     var source = new EventSource("/dashboard/events");
     source.onopen = function () { if (status) status.classList.add("on"); };
     source.onerror = function () { if (status) status.classList.remove("on"); };
+    // A burst of stored requests refreshes once, a quarter second after the last of them.
+    var pending = null;
     source.addEventListener("request", function () {
-      document.querySelectorAll("[data-live]").forEach(function (el) {
-        if (window.htmx) htmx.trigger(el, "live");
-      });
+      clearTimeout(pending);
+      pending = setTimeout(function () {
+        document.querySelectorAll("[data-live]").forEach(function (el) {
+          if (window.htmx) htmx.trigger(el, "live");
+        });
+      }, 250);
     });
   }
 
