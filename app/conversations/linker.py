@@ -1,10 +1,9 @@
 """The link decision (CONVERSATIONS.md "Outcomes"): where a newly stored request belongs.
 
 Pure: what the request says (`Facts`, built from its stored row) and what is already stored
-(a `Store`, answering a few indexed lookups) in; a `Link` out. The writer applies the link
-(app/storage/linking.py) in the transaction that inserts the request, taking requests in the
-order they were received, so every earlier request is visible, including those of the same
-batch.
+(a `Store`) in; a `Link` out. The writer decides the links of a batch (app/storage/linking.py)
+in the transaction that inserts it, taking requests in the order they were received, so every
+earlier request is visible, including those of the same batch.
 
 Order of the rules: a retry is recognised first (never a branch), then a continuation of a
 stored history (with the nearest stored ancestor standing in for a missing parent), then a
@@ -117,8 +116,9 @@ class Link:
 
 
 class Store(Protocol):
-    """The lookups linking makes; each is one indexed query. Only requests received before
-    the one being linked, and belonging to a conversation, are candidates."""
+    """The lookups linking makes (app/storage/linking.py answers most from what it read for
+    the whole batch, the rest with one indexed query each). Only requests received before the
+    one being linked, and belonging to a conversation, are candidates."""
 
     def by_hashes(self, domain: str, hashes: Sequence[str], before: datetime,
                   since: datetime | None = None) -> list[Stored]: ...

@@ -285,7 +285,6 @@ class BatchLinker:
         return Anchor(self._next_anchor, facts.id, facts.received_at, facts.session_id,
                       found.conversation_id, summary)
 
-
     def _conversation(self, conversation_id: str) -> _Conversation:
         return self._conversations.setdefault(conversation_id, _Conversation())
 
