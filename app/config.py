@@ -135,6 +135,14 @@ def _percent_levels(raw: str) -> tuple[int, ...]:
     return tuple(sorted(levels))
 
 
+def _optional_http_url(raw: str) -> str | None:
+    return _http_url(raw) if raw.strip() else None
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
 def _optional_file(raw: str) -> str | None:
     value = raw.strip()
     if value and not Path(value).is_file():
@@ -195,6 +203,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SECRET_KEY", "", _optional_secret,
             "Signs dashboard sessions (at least 16 characters). Unset: generated once and kept "
             "in `data/secret_key` (mode 0600), so logins survive restarts."),
+    Setting("SLACK_WEBHOOK_URL", "", _optional_http_url,
+            "Slack incoming webhook for notifications (a domain's credential file may name its "
+            "own in its `slack` block). Unset: no Slack messages."),
+    Setting("SLACK_CHANNEL", "", _optional_text,
+            "Channel to post to, when the webhook allows overriding it (`#claude-alerts`)."),
+    Setting("SLACK_USERNAME", "", _optional_text,
+            "Name the messages are posted under (unset: the webhook's own)."),
+    Setting("SLACK_ICON_EMOJI", "", _optional_text,
+            "Icon of the messages, such as `:robot_face:` (unset: the webhook's own)."),
+    Setting("SLACK_CONVERSATION_DIGEST", "false", _boolean,
+            "Also post each inference request's user prompt and reply (truncated, with tokens, "
+            "cost and a dashboard link)."),
+    Setting("PUBLIC_URL", "", _optional_http_url,
+            "The proxy's address as people reach it, for links in notifications. Unset: "
+            "`http://HOST:PORT`."),
     Setting("ALERT_WINDOW_TOKEN_LIMIT", "", _optional_integer(1),
             "Output tokens per account in a 5-hour window that count as 100 % for quota "
             "alerts. Unset: no window alerts (the upstream's own rate-limit statuses still "
