@@ -18,7 +18,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import api, auth, cli, dashboard, errors, health, proxy, storage
+    from app import api, auth, cli, dashboard, errors, health, notify, proxy, storage
     from app.events import EventBus
     from app.logs import ExchangeLog, configure_logging
 
@@ -37,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     health.init_app(app)
     auth.init_app(app)
     storage.init_app(app)
+    notify.init_app(app)
     proxy.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
@@ -47,8 +48,10 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
 def shutdown(app: Flask) -> None:
     """Stop the background owners in reverse order of creation (after serving has stopped):
     the upstream pool, then the writer (queued rows to the database, or to the spool past its
-    drain deadline), then the database connections."""
-    from app import storage
+    drain deadline), then the database connections, then the notifier (the drain may have
+    raised quota alerts; it sends what is queued for up to 2 s)."""
+    from app import notify, storage
 
     app.extensions["nexus.proxy"].stop()
     storage.close(app)
+    notify.stop(app)
