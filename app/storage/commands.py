@@ -16,9 +16,9 @@ from flask import current_app
 
 from app.storage import schema
 from app.storage.database import StorageError, describe, storage_errors
-from app.storage.linking import relink
 from app.storage.models import Request
 from app.storage.partitions import ensure_partitions
+from app.storage.relink import relink
 from app.storage.retention import count_older, cutoff_for, purge
 
 db = click.Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
