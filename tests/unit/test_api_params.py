@@ -8,8 +8,9 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from app.api import access, params
-from app.errors import AuthenticationFailed, InvalidRequest
+from app.errors import AuthenticationFailed
 from app.storage.queries import RequestFilter
+from tests.unit.params_support import refused
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 KEY = "k" * 24
@@ -19,13 +20,6 @@ def parsed(**args) -> RequestFilter:
     return params.request_filter({k: [v] if isinstance(v, str) else v for k, v in args.items()},
                                  now=NOW)
 
-
-def refused(call, *words: str) -> str:
-    with pytest.raises(InvalidRequest) as caught:
-        call()
-    for word in words:
-        assert word in caught.value.message
-    return caught.value.message
 
 
 def test_no_parameters_filter_nothing():

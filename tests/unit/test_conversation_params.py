@@ -7,26 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.api import params
-from app.errors import InvalidRequest
 from app.storage.conversation_queries import ConversationFilter, branch_kind
+from tests.unit.params_support import args, refused
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 
-
-def args(**given) -> dict[str, list[str]]:
-    return {name: [value] if isinstance(value, str) else value for name, value in given.items()}
 
 
 def parsed(**given) -> ConversationFilter:
     return params.conversation_filter(args(**given), now=NOW)
 
-
-def refused(call, *words: str) -> str:
-    with pytest.raises(InvalidRequest) as caught:
-        call()
-    for word in words:
-        assert word in caught.value.message
-    return caught.value.message
 
 
 def test_no_parameters_filter_nothing():

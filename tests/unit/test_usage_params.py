@@ -8,22 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.api import params
-from app.errors import InvalidRequest
 from app.storage.usage import RateLimitFilter, UsageFilter
+from tests.unit.params_support import args, refused
 
 NOW = datetime(2025, 3, 14, 12, 30, tzinfo=UTC)
 
 
-def args(**values) -> dict[str, list[str]]:
-    return {name: value if isinstance(value, list) else [value] for name, value in values.items()}
-
-
-def refused(call, *words: str) -> str:
-    with pytest.raises(InvalidRequest) as caught:
-        call()
-    for word in words:
-        assert word in caught.value.message, caught.value.message
-    return caught.value.message
 
 
 def test_window_defaults_to_five_hours_and_no_filter():
