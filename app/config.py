@@ -228,6 +228,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PRICES_FILE", "", _optional_file,
             "A price file replacing the bundled `app/usage/prices.json` (same format); read at "
             "start-up."),
+    Setting("COLLECT_TEST_SAMPLES", "false", _boolean,
+            "Write each exchange to `TEST_SAMPLES_DIR` as one JSON file (secrets masked), to "
+            "turn real traffic into test fixtures with `samples export`."),
+    Setting("TEST_SAMPLES_DIR", "./test-samples", _path,
+            "Folder of the collected test samples."),
+    Setting("SLOW_QUERY_THRESHOLD_MS", "500", _integer(0),
+            "SQL statements slower than this many milliseconds are logged with their duration "
+            "(0 turns the log off)."),
     Setting("MAX_REQUEST_BYTES", "33554432", _integer(1),
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),
