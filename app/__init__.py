@@ -18,14 +18,27 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
     `config` overrides settings by name (tests); everything else comes from the environment
     and the optional `.env` file. Raises ConfigError on a bad setting.
     """
-    from app import api, auth, cli, dashboard, errors, health, notify, proxy, storage
+    from app import (
+        api,
+        auth,
+        cli,
+        dashboard,
+        errors,
+        health,
+        metrics,
+        notify,
+        proxy,
+        samples,
+        storage,
+    )
     from app.events import EventBus
-    from app.logs import ExchangeLog, configure_logging
+    from app.logs import ExchangeLog, configure_logging, init_request_ids
 
     settings = load_settings(overrides=config, env_file=env_file)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["NEXUS_SETTINGS"] = settings
     configure_logging(settings.log_level, settings.log_format)
+    init_request_ids(app)
 
     # Usage windows and relative ranges read the time here, so tests can set the clock.
     app.extensions["nexus.clock"] = lambda: datetime.now(UTC)
@@ -35,9 +48,11 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
 
     errors.init_app(app)
     health.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
     storage.init_app(app)
     notify.init_app(app)
+    samples.init_app(app)
     proxy.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
@@ -48,10 +63,12 @@ def create_app(config: Mapping[str, Any] | None = None, env_file: str | None = "
 def shutdown(app: Flask) -> None:
     """Stop the background owners in reverse order of creation (after serving has stopped):
     the upstream pool, then the writer (queued rows to the database, or to the spool past its
-    drain deadline), then the database connections, then the notifier (the drain may have
-    raised quota alerts; it sends what is queued for up to 2 s)."""
-    from app import notify, storage
+    drain deadline), then the database connections, then the test-sample collector (it writes
+    what is queued), then the notifier (the drain may have raised quota alerts; it sends what is
+    queued for up to 2 s)."""
+    from app import notify, samples, storage
 
     app.extensions["nexus.proxy"].stop()
     storage.close(app)
+    samples.stop(app)
     notify.stop(app)

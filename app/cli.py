@@ -14,11 +14,12 @@ from flask import Flask, current_app
 from app.auth.credentials import CredentialError
 from app.auth.oauth import RefreshError, authorize_url, oauth_fields, pkce_pair
 from app.auth.status import INVALID, credential_states
+from app.commandline import Group
 from app.domain import normalise_domain
 from app.redact import mask_secret
 
-credentials = click.Group("credentials", help="Inspect and manage per-domain credential files.")
-keys = click.Group("keys", help="Client keys callers present when ENABLE_CLIENT_AUTH is on.")
+credentials = Group("credentials", help="Inspect and manage per-domain credential files.")
+keys = Group("keys", help="Client keys callers present when ENABLE_CLIENT_AUTH is on.")
 
 
 def _access():

@@ -5,14 +5,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
+import uuid
 from datetime import UTC, datetime
+
+from flask import Flask, Response, g, request
 
 from app.events import EventBus, ExchangeEnded, UsageAlert
 from app.redact import mask_text, redact_headers
 
+# The id on the lines logged while serving a request: the exchange id on the proxy route (set
+# by its view), a short generated one (or the client's X-Request-Id) everywhere else.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nexus_request_id", default=None)
+REQUEST_ID_HEADER = "X-Request-Id"
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 DEBUG_BODY_LIMIT = 65536
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
@@ -68,6 +76,35 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # urllib3 warns per discarded pooled connection; our own lines say what matters.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # peewee's debug line per statement prints its parameters (bodies, headers): the slow
+    # query log (nexus.sql, app/storage/database.py) shows statements without them.
+    logging.getLogger("peewee").setLevel(logging.INFO)
+
+
+def init_request_ids(app: Flask) -> None:
+    """Give every request a request id for its log lines, and answer it as `X-Request-Id` on
+    every route but the proxy's (which answers `x-nexus-request-id`)."""
+    app.before_request(_start_request)
+    app.after_request(_answer_request_id)
+
+
+def _start_request() -> None:
+    # gevent serves all the requests of a keep-alive connection in one greenlet, whose context
+    # outlives each request: without this, the previous request's id would carry over.
+    if request.endpoint == "proxy.forward":
+        request_id_var.set(None)  # the view sets the exchange's id before it logs anything
+        return
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _CLIENT_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:12]
+    g.nexus_request_id = request_id
+    request_id_var.set(request_id)
+
+
+def _answer_request_id(response: Response) -> Response:
+    request_id = g.get("nexus_request_id")
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 class ExchangeLog:

@@ -98,7 +98,7 @@ class Server(WSGIServer):
 
 def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
-    from app import notify, shutdown, storage
+    from app import notify, samples, shutdown, storage
     from app.auth import log_credential_states
     from app.dashboard import live
     from app.storage import upgrade_on_start
@@ -128,6 +128,7 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     # left by an earlier run) only runs once this greenlet waits, i.e. right after listening.
     storage.start(app)
     notify.start(app)
+    samples.start(app)
     live.start(app)
     server.start()
     log_credential_states(app)

@@ -71,8 +71,13 @@ class TokenEndpoint:
                 error = body.get("error")
                 detail = body.get("error_description") or (
                     error.get("message") if isinstance(error, dict) else error) or ""
-            raise RefreshError(f"the token endpoint answered {response.status_code}"
-                               + (f": {detail}" if detail else ""))
+            message = f"the token endpoint answered {response.status_code}" + (
+                f": {detail}" if detail else "")
+            # An endpoint may quote the token or code it refused: never pass one on to a log.
+            for name in ("refresh_token", "code", "code_verifier"):
+                if payload.get(name):
+                    message = message.replace(payload[name], "[redacted]")
+            raise RefreshError(message)
         if not (isinstance(body, dict) and isinstance(body.get("access_token"), str)
                 and isinstance(body.get("expires_in"), int | float)):
             raise RefreshError("the token endpoint's answer has no access_token/expires_in")

@@ -9,11 +9,12 @@ import peewee
 from flask import current_app
 from werkzeug.security import generate_password_hash
 
+from app.commandline import Group
 from app.dashboard.auth import forget_users_cache
 from app.storage.database import StorageError, storage_errors
 from app.storage.models import DashboardUser
 
-users = click.Group("users", help="Dashboard users (with any user or DASHBOARD_API_KEY, the "
+users = Group("users", help="Dashboard users (with any user or DASHBOARD_API_KEY, the "
                                   "dashboard needs a login).")
 
 

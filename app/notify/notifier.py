@@ -209,7 +209,8 @@ class Notifier:
         try:
             payload = target.dress(message_for(record, self.base_url, repeats, self.prices))
         except Exception:
-            log.exception("slack: could not build a message for %s", type(record).__name__)
+            log.exception("slack: could not build a message for %s", type(record).__name__,
+                          extra={"request_id": getattr(record, "request_id", None)})
             self.failed += 1
             return
         if len(self._outbox) >= self.queue_max:

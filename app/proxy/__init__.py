@@ -17,5 +17,7 @@ def init_app(app: Flask) -> None:
     settings = app.config["NEXUS_SETTINGS"]
     upstream = Upstream(settings.claude_api_base_url, settings.claude_api_timeout,
                         RetryPolicy(max_retries=settings.upstream_max_retries))
-    app.extensions["nexus.proxy"] = Proxy(upstream, keep_chunks=settings.store_streaming_chunks)
+    # Collected test samples hold the raw events too; the writer keeps its own flag for rows.
+    keep_chunks = settings.store_streaming_chunks or settings.collect_test_samples
+    app.extensions["nexus.proxy"] = Proxy(upstream, keep_chunks=keep_chunks)
     app.register_blueprint(bp)

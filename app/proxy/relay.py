@@ -120,11 +120,15 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
         settled = True
     except GeneratorExit:
         settled = True
+        # What arrived is folded first: the terminal event's subscribers (metrics, logs,
+        # Slack) see the usage and first-token time of the part that was relayed.
+        fold.finish(exchange.elapsed_ms())
         exchange.disconnect("client closed the connection mid-answer")
         raise
     except TRANSPORT_ERRORS as err:
         settled = True
         if watch is not None and watch.gone.is_set():
+            fold.finish(exchange.elapsed_ms())
             exchange.disconnect("client closed the connection mid-answer")
             return
         failure = transport_error(err, "the next bytes of the answer")

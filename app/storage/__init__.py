@@ -30,7 +30,8 @@ def init_app(app: Flask) -> None:
     price table and the alert watch, and register the `db` commands. Raises ConfigError for a
     price file that cannot be used."""
     settings = app.config["NEXUS_SETTINGS"]
-    db = make_database(settings.database_url, settings.database_pool_size)
+    db = make_database(settings.database_url, settings.database_pool_size,
+                       settings.slow_query_threshold_ms)
     bind(db)
     app.extensions["nexus.db"] = db
     try:

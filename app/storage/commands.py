@@ -6,6 +6,7 @@ Every failure (database unreachable, bad URL, failed migration) is one line and 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import click
 import peewee
 from flask import current_app
 
+from app.commandline import Group
 from app.storage import schema
 from app.storage.database import StorageError, describe, storage_errors
 from app.storage.models import Request
@@ -21,7 +23,7 @@ from app.storage.partitions import ensure_partitions
 from app.storage.relink import relink
 from app.storage.retention import count_older, cutoff_for, purge
 
-db = click.Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
+db = Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
                             "migrations.")
 
 
@@ -85,7 +87,7 @@ def status() -> None:
     click.echo(f"Pending: {', '.join(pending) or 'none'}")
 
 
-retention = click.Group("retention", help="Remove recorded exchanges older than a number of "
+retention = Group("retention", help="Remove recorded exchanges older than a number of "
                                           "days (RETENTION_DAYS does it daily).")
 
 
@@ -107,12 +109,12 @@ def purge_command(days: int | None, dry_run: bool) -> None:
         if dry_run:
             return
         with click.progressbar(length=sum(counts.values()), label="Purging",
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             result = purge(database, cutoff, progress=bar.update)
     click.echo(result.summary())
 
 
-conversations = click.Group("conversations", help="Conversation tracking over the stored "
+conversations = Group("conversations", help="Conversation tracking over the stored "
                                                   "requests.")
 
 
@@ -136,6 +138,6 @@ def relink_command(since: datetime | None, days: int | None, yes: bool) -> None:
             click.confirm(f"Relink {total} request(s) received since {start:%Y-%m-%d %H:%M} "
                           "UTC? Their conversation fields are recomputed.", abort=True)
         with click.progressbar(length=total, label="Relinking",
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             linked = relink(database, start, progress=bar.update)
     click.echo(f"Relinked {linked} request(s) received since {start:%Y-%m-%d %H:%M} UTC.")

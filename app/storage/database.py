@@ -7,9 +7,11 @@ works whatever the URL points at. Errors met while using one are turned into a o
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,14 +35,50 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
 }
 
+SLOW_SQL_MAX_CHARS = 1000  # the multi-row INSERTs of a batch run to many kilobytes
+
 _green_psycopg = False
+_slow_log = logging.getLogger("nexus.sql")
 
 
 class StorageError(Exception):
     """The database could not be used; the message is one line, without secrets."""
 
 
-class SqliteDatabase(peewee.SqliteDatabase):
+class SlowQueryLog:
+    """Times every statement and logs those slower than `slow_query_ms` (0: none) on
+    `nexus.sql`: duration, the SQL text shortened, how many parameters — never their values,
+    which hold bodies and secrets."""
+
+    slow_query_ms: float = 0
+
+    def execute_sql(self, sql, params=None):
+        if not self.slow_query_ms:
+            return super().execute_sql(sql, params)
+        started = time.perf_counter()
+        failed = True
+        try:
+            cursor = super().execute_sql(sql, params)
+            failed = False
+            return cursor
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if elapsed_ms >= self.slow_query_ms:
+                _log_slow(sql, params, elapsed_ms, failed)
+
+
+def _log_slow(sql: str, params, elapsed_ms: float, failed: bool) -> None:
+    text = " ".join(str(sql).split())
+    if len(text) > SLOW_SQL_MAX_CHARS:
+        text = text[:SLOW_SQL_MAX_CHARS] + f"… ({len(text)} chars)"
+    count = len(params) if params else 0
+    _slow_log.warning("slow query: %.0f ms%s, %d parameter(s): %s", elapsed_ms,
+                      " (failed)" if failed else "", count, text,
+                      extra={"duration_ms": round(elapsed_ms, 1), "sql": text,
+                             "sql_params": count})
+
+
+class SqliteDatabase(SlowQueryLog, peewee.SqliteDatabase):
     """SQLite whose file's folder is created on first connection, not when the app is built."""
 
     def _connect(self):
@@ -49,7 +87,7 @@ class SqliteDatabase(peewee.SqliteDatabase):
         return super()._connect()
 
 
-class PostgresDatabase(PooledPostgresqlDatabase):
+class PostgresDatabase(SlowQueryLog, PooledPostgresqlDatabase):
     """A pool of psycopg2 connections, cooperative under gevent."""
 
     connect_timeout_s: float | None = CONNECT_TIMEOUT_S
@@ -67,15 +105,19 @@ class PostgresDatabase(PooledPostgresqlDatabase):
             return super()._connect()
 
 
-def make_database(url: str, pool_size: int) -> peewee.Database:
-    """The Database for `sqlite:///path` or `postgresql://…`; raises ConfigError on a bad URL."""
+def make_database(url: str, pool_size: int, slow_query_ms: float = 0) -> peewee.Database:
+    """The Database for `sqlite:///path` or `postgresql://…`, logging statements slower than
+    `slow_query_ms` (0: none); raises ConfigError on a bad URL."""
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":
-        return _sqlite(url, rest)
-    if scheme in ("postgres", "postgresql"):
-        return _postgres("postgresql://" + rest, pool_size)
-    raise ConfigError(f"DATABASE_URL={display_url(url)!r}: expected sqlite:///path or "
-                      "postgresql://user@host/db")
+        database = _sqlite(url, rest)
+    elif scheme in ("postgres", "postgresql"):
+        database = _postgres("postgresql://" + rest, pool_size)
+    else:
+        raise ConfigError(f"DATABASE_URL={display_url(url)!r}: expected sqlite:///path or "
+                          "postgresql://user@host/db")
+    database.slow_query_ms = slow_query_ms
+    return database
 
 
 def _sqlite(url: str, rest: str) -> peewee.Database:

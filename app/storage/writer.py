@@ -158,7 +158,7 @@ class BatchWriter:
         if self._state == STOPPED:
             self.spooler.lost(1, f"exchange {event.exchange.id} ended after the writer stopped")
             log.error("storage: exchange %s ended after the writer stopped: not recorded",
-                      event.exchange.id)
+                      event.exchange.id, extra={"request_id": event.exchange.id})
             return
         size = _size(event.exchange)
         if len(self._queue) < self.queue_max and self._queued_bytes + size <= QUEUE_MAX_BYTES:
@@ -268,7 +268,7 @@ class BatchWriter:
         self._db_ok()
         for request_id, err in committed.unlinked:
             log.error("conversations: request %s left unlinked: %s", request_id, one_line(err),
-                      exc_info=err)
+                      exc_info=err, extra={"request_id": request_id})
         self._alert(items, committed.inserted)
         for callback in self.on_committed:
             try:
@@ -338,7 +338,8 @@ class BatchWriter:
         built, failures = self._run.call(rows.items, exchanges, self.keep_chunks, self.prices)
         for exchange_id, err in failures:
             self.spooler.lost(1, f"exchange {exchange_id}: {one_line(err)}")
-            log.error("storage: cannot record exchange %s", exchange_id, exc_info=err)
+            log.error("storage: cannot record exchange %s", exchange_id, exc_info=err,
+                      extra={"request_id": exchange_id})
         return built
 
     def _scan(self) -> None:
