@@ -6,7 +6,7 @@ RUN_DEPS := $(VENV)/.run-deps
 DEV_DEPS := $(VENV)/.dev-deps
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean postgres-server chromium vendor
+.PHONY: install run test lint clean postgres-server chromium vendor binary
 
 install: $(DEV_DEPS)
 
@@ -19,6 +19,12 @@ test: $(DEV_DEPS) postgres-server chromium
 
 lint: $(DEV_DEPS)
 	$(BIN)/ruff check .
+
+# The single-file executable dist/nexus-proxy (PyInstaller, packaging/nexus-proxy.spec). `make
+# test` does not depend on it: tests/packaging/test_binary.py builds it when missing or older
+# than the sources, so a subset run (PYTEST_ARGS=-k …) skips the build.
+binary: $(DEV_DEPS)
+	packaging/build
 
 # The suite starts its own throwaway PostgreSQL from the server binaries (tests/pg.py).
 postgres-server:
@@ -69,4 +75,4 @@ $(DEV_DEPS): requirements.txt requirements-dev.txt | $(BIN)/python
 	@touch $@ $(RUN_DEPS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

@@ -240,6 +240,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Request bodies larger than this are answered 413 without contacting the upstream."),
     Setting("SHUTDOWN_GRACE_S", "30", _seconds(positive=False),
             "On SIGTERM, how long in-flight requests and streams may take to finish."),
+    Setting("WEB_CONCURRENCY", "2", _integer(1, 64),
+            "gunicorn worker processes (`packaging/gunicorn.conf.py`, the Docker image); "
+            "`make run` and the binary serve with one process."),
+    Setting("WORKER_CONNECTIONS", "1000", _integer(10, 100000),
+            "Concurrent connections (streams) one gunicorn gevent worker serves."),
     Setting("DEBUG", "false", _boolean,
             "Log request and response headers and bodies (secrets masked)."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),

@@ -98,9 +98,7 @@ class Server(WSGIServer):
 
 def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
-    from app import notify, samples, shutdown, storage
-    from app.auth import log_credential_states
-    from app.dashboard import live
+    from app import shutdown
     from app.storage import upgrade_on_start
     from app.storage.database import StorageError
 
@@ -124,14 +122,8 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
-    # Before listening, so no exchange ends unrecorded; its loop (and the replay of any spool
-    # left by an earlier run) only runs once this greenlet waits, i.e. right after listening.
-    storage.start(app)
-    notify.start(app)
-    samples.start(app)
-    live.start(app)
+    start_owners(app)
     server.start()
-    log_credential_states(app)
     base = f"http://{_display_host(host)}:{server.server_port}"
     log.info("Claude Nexus Proxy %s listening on %s, forwarding to %s", __version__, base,
              settings.claude_api_base_url)
@@ -146,16 +138,42 @@ def serve(app: Flask, host: str | None = None, port: int | None = None) -> int:
     grace = settings.shutdown_grace_s
     log.info("shutting down: waiting up to %.0fs for %d connection(s)", grace,
              len(server.connections))
-    app.extensions["nexus.health"].draining = True
-    server.draining = True
-    server.close()  # stop accepting
-    for handler in list(server.connections):
-        handler.close_if_idle()
-    live.stop(app)  # live streams never end by themselves: end them, or they hold the grace
+    begin_drain(app, [server])
     server.stop(timeout=grace)  # waits for busy handlers, then kills the rest
     shutdown(app)
     log.info("stopped")
     return 0
+
+
+def start_owners(app: Flask) -> None:
+    """Start the background owners of a serving process (this server, or a gunicorn worker).
+
+    Before listening, so no exchange ends unrecorded; the writer's loop (and the replay of any
+    spool left by an earlier run) only runs once the caller's greenlet waits."""
+    from app import notify, samples, storage
+    from app.auth import log_credential_states
+    from app.dashboard import live
+
+    storage.start(app)
+    notify.start(app)
+    samples.start(app)
+    live.start(app)
+    log_credential_states(app)
+
+
+def begin_drain(app: Flask, servers: list[Server]) -> None:
+    """The start of a graceful stop: report not-ready, stop accepting, close idle keep-alive
+    connections and end the dashboard's live streams (they never end by themselves, and would
+    hold the whole grace period). In-flight requests and streams go on."""
+    from app.dashboard import live
+
+    app.extensions["nexus.health"].draining = True
+    for server in servers:
+        server.draining = True
+        server.close()  # stop accepting
+        for handler in list(server.connections):
+            handler.close_if_idle()
+    live.stop(app)
 
 
 def _cut(server: Server) -> None:

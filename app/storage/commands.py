@@ -7,6 +7,7 @@ Every failure (database unreachable, bad URL, failed migration) is one line and 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ from app.storage.models import Request
 from app.storage.partitions import ensure_partitions
 from app.storage.relink import relink
 from app.storage.retention import count_older, cutoff_for, purge
+
+WAIT_STEP_S = 2
 
 db = Group("db", help="The database schema (DATABASE_URL): apply, roll back and list "
                             "migrations.")
@@ -42,9 +45,14 @@ def _reported(database: peewee.Database, doing: str) -> Iterator[None]:
 
 
 @db.command("upgrade")
-def upgrade() -> None:
+@click.option("--wait", type=click.IntRange(min=0), default=0, metavar="SECONDS",
+              help="Retry connecting for up to this long first (a database starting beside "
+                   "the proxy, as in docker compose).")
+def upgrade(wait: int) -> None:
     """Apply pending migrations; on PostgreSQL also create the coming months' partitions."""
     database = _database()
+    if wait:
+        _wait_for(database, wait)
     with _reported(database, "upgrade"):
         applied = schema.upgrade(database)
         created = ensure_partitions(database)
@@ -56,6 +64,22 @@ def upgrade() -> None:
                    f"({current[-1] if current else 'no migrations'}).")
     if created:
         click.echo(f"Created partitions {', '.join(created)}.")
+
+
+def _wait_for(database: peewee.Database, seconds: int) -> None:
+    """Until a connection opens or `seconds` pass; each failure is one line on stderr."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with storage_errors(database, "connect to"):
+                database.connect(reuse_if_open=True)
+                database.close()
+            return
+        except StorageError as err:
+            if time.monotonic() + WAIT_STEP_S > deadline:
+                raise click.ClickException(str(err)) from None
+            click.echo(f"Waiting for the database: {err}", err=True)
+            time.sleep(WAIT_STEP_S)
 
 
 @db.command("downgrade")
