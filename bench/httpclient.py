@@ -50,14 +50,27 @@ class Connection:
         self.buf.clear()
 
     def request(self, raw: bytes) -> Result:
-        """Send one prebuilt request and read its whole answer. Raises OSError/ProtocolError."""
+        """Send one prebuilt request and read its whole answer. Raises OSError/ProtocolError.
+
+        Like every HTTP client, it sends again once on a fresh connection when a kept-alive
+        one turns out to be closed by the server (idle timeout: uvicorn's is 5 s) before any
+        byte of the answer came back."""
+        reused = self.sock is not None
         if self.sock is None:
             self.sock = socket.create_connection(self.address, self.timeout_s)
             # Without it a 76 KB body's last segment can wait for the previous one's ACK.
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         started = perf_counter()
-        self.sock.sendall(raw)
-        status, headers = self._read_head()
+        try:
+            self.sock.sendall(raw)
+            status, headers = self._read_head()
+        except TimeoutError:
+            raise  # a server that does not answer: no second try
+        except (OSError, ProtocolError):
+            if not reused or self.buf:
+                raise
+            self.close()
+            return self.request(raw)
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body, first_at = self._read_chunked()
         elif "content-length" in headers:

@@ -69,8 +69,10 @@ class Workload:
     stream: bool
     concurrency: int
 
-    def request(self, port: int) -> bytes:
-        return build_request(HOST, port, "/v1/messages", self.body, list(self.headers))
+    def request(self, port: int, path_prefix: str = "") -> bytes:
+        """The raw request for a target on `port` (LiteLLM serves /anthropic/v1/messages)."""
+        return build_request(HOST, port, path_prefix + "/v1/messages", self.body,
+                             list(self.headers))
 
 
 def all_workloads() -> list[Workload]:
