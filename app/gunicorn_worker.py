@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 class Worker(GeventWorker):
     def run(self) -> None:
         from app import shutdown
-        from app.serve import Server, begin_drain, start_owners
+        from app.serve import Server, begin_drain, settle_runtime, start_owners
 
         app = self.wsgi
         start_owners(app)
+        settle_runtime()
         servers = []
         for sock in self.sockets:
             sock.setblocking(1)

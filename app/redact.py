@@ -22,6 +22,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "set-cookie",
@@ -162,6 +163,7 @@ def _named_secret_at(text: str, start: int, floor: int) -> re.Match | None:
     return _HEADER_LINE.match(text, start) or _ASSIGNED.match(text, start)
 
 
+@lru_cache(maxsize=1024)  # header names: a few dozen, seen on every request and row
 def is_secret_name(name: str) -> bool:
     """True for a name whose value is a secret: `api_key`, `X-Auth-Token`, `refreshToken`…"""
     return _SECRET_NAME.fullmatch(name) is not None

@@ -4,7 +4,9 @@ Lifecycle: built from the client request (`inbound.read_exchange`), `ExchangeSta
 forwarded (attempts appended), relayed, then ended exactly once by `complete`, `fail` or
 `disconnect`, which stamp the outcome and publish the matching terminal event. Later calls to
 any of the three are ignored, so an error handler and a stream's `finally` can both call them
-safely. Nothing here touches Flask, the database or the network.
+safely. The parsed request body (`request_json`) is let go once the terminal event's
+subscribers have run; the body's bytes stay. Nothing here touches Flask, the database or the
+network.
 """
 
 from __future__ import annotations
@@ -123,3 +125,7 @@ class Exchange:
         self.duration_ms = round(self.elapsed_ms(), 3)
         self.ended = event_type(self)
         self.publish(self.ended)
+        # The subscribers have read what they need of the parsed body (the record keeps the
+        # bytes): a queued exchange holding a 100 KB body parsed would hold thousands of
+        # objects for the garbage collector to walk until the writer is done with it.
+        self.request_json = None

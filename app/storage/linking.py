@@ -7,9 +7,13 @@ statements up front (the stored requests with the batch's histories, their child
 sub-agent spawns its prompts may answer, the conversations they belong to), then decides every
 link in memory, oldest request first, adding each decided request to what it knows so that the
 later ones of the batch see it. Rare lookups (a missing ancestor, a compaction, a request it
-did not prefetch) fall back to one indexed query each. At the end it writes the conversations'
-figures, the anchors the batch's answers leave and the spawns it claimed. `relink.py` replays
-stored requests through the same code.
+did not prefetch) fall back to one indexed query each. A history stored many times over (a
+request retried or replayed again and again) is read only as far as its newest PER_HASH
+requests: the lookups only ever consider the newest CANDIDATES, and reading them all would make
+every batch slower than the last. When what was read cannot prove a lookup's answer, the lookup
+asks the database. At the end it writes the conversations' figures, the anchors the batch's
+answers leave and the spawns it claimed. `relink.py` replays stored requests through the same
+code.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import peewee
 import psycopg2
-from peewee import EXCLUDED, Case
+from peewee import EXCLUDED, Case, fn
 
 from app.conversations.linker import (
     BRANCH,
@@ -45,6 +49,7 @@ Query = Callable[[str, list[Any]], list[tuple]]   # SQL and parameters -> rows
 # Errors of the database itself (the batch is retried later), not of linking's own logic.
 DATABASE_ERRORS = (sqlite3.Error, peewee.DatabaseError, psycopg2.Error)
 CANDIDATES = 50          # equal histories considered at most (the newest)
+PER_HASH = CANDIDATES + 1  # requests read up front per history hash (the newest)
 IN_LIST = 500            # values per IN (...) list
 SPAWN, COMPACTION = "spawn", "compaction"
 COUNTERS = {BRANCH: "branch_count", SUBTASK: "subtask_count", COMPACT: "compact_count"}
@@ -100,8 +105,11 @@ class BatchLinker:
     def __init__(self, db: peewee.Database, query: Query, batch: Sequence[Facts]):
         self.db, self._query = db, query  # db compiles: the models may be bound elsewhere
         self.batch = list(batch)
-        self._by_hash: dict[str, list[Stored]] = defaultdict(list)
+        self._by_hash: dict[str, dict[str, Stored]] = defaultdict(dict)   # by hash, then id
         self._hashes_read: set[str] = set()
+        # Hashes read only as far as their newest PER_HASH: the oldest time read. Every stored
+        # request of that hash not read was received at that time or earlier.
+        self._cut: dict[str, datetime] = {}
         self._children: dict[str, list[Stored]] = defaultdict(list)
         self._children_read: set[str] = set()
         self._requests: dict[str, Stored] = {}
@@ -141,7 +149,23 @@ class BatchLinker:
         missing = [h for h in hashes if h not in self._hashes_read]
         if missing:
             self._read_hashes(missing)
-        found = [s for h in hashes for s in self._by_hash.get(h, ())
+        found = self._known(domain, hashes, before, since)
+        cuts = [self._cut[h] for h in hashes if h in self._cut]
+        if cuts and not _proven(found, cuts, since):
+            # Requests not read could be among the newest: the database answers (rare: the
+            # unread ones are older than all those read).
+            condition = (Request.current_message_hash.in_(list(hashes))
+                         & (Request.domain == domain) & (Request.received_at <= before))
+            if since is not None:
+                condition &= Request.received_at >= since
+            for stored in self._select(condition, newest=CANDIDATES):
+                self._remember(stored)
+            found = self._known(domain, hashes, before, since)
+        return found
+
+    def _known(self, domain: str, hashes: Sequence[str], before: datetime,
+               since: datetime | None) -> list[Stored]:
+        found = [s for h in hashes for s in self._by_hash.get(h, {}).values()
                  if s.domain == domain and s.received_at <= before
                  and (since is None or s.received_at >= since)]
         return sorted(found, key=lambda s: s.received_at, reverse=True)[:CANDIDATES]
@@ -288,8 +312,8 @@ class BatchLinker:
 
     def _remember(self, stored: Stored) -> None:
         self._requests[stored.id] = stored
-        if stored.current_hash and stored not in self._by_hash[stored.current_hash]:
-            self._by_hash[stored.current_hash].append(stored)
+        if stored.current_hash:
+            self._by_hash[stored.current_hash].setdefault(stored.id, stored)
 
     # ---------------------------------------------------------------- reading
 
@@ -297,7 +321,7 @@ class BatchLinker:
         hashes = {h for f in self.batch if not f.side
                   for h in (f.shape.current_hash, *f.shape.ancestor_hashes[:1]) if h}
         self._read_hashes(sorted(hashes))
-        self._read_children([s.id for found in self._by_hash.values() for s in found])
+        self._read_children([s.id for found in self._by_hash.values() for s in found.values()])
         keys: dict[str, set[str]] = defaultdict(set)
         for f in self.batch:
             if f.shape.single_user_text and not f.side:
@@ -308,9 +332,24 @@ class BatchLinker:
                 self._read_spawns(domain, sorted(domain_keys), since)
 
     def _read_hashes(self, hashes: Sequence[str]) -> None:
+        """The newest PER_HASH stored requests of each hash, in one statement: a window
+        function numbers them over the hash index and the rows' leading columns, and only
+        those kept are read whole (a long history's rows are read past their bodies)."""
         for part in _parts(hashes):
-            for stored in self._select(Request.current_message_hash.in_(part)):
-                self._remember(stored)
+            nth = fn.ROW_NUMBER().over(partition_by=[Request.current_message_hash],
+                                       order_by=[Request.received_at.desc()])
+            newest = (Request.select(Request.id.alias("newest_id"), nth.alias("nth"))
+                      .where(Request.current_message_hash.in_(part)).alias("newest"))
+            read: dict[str, list[datetime]] = defaultdict(list)
+            for stored in self._run_select(
+                    Request.select(*_STORED).join(newest, on=Request.id == newest.c.newest_id)
+                    .where(newest.c.nth <= PER_HASH)):
+                stored = _stored(stored)
+                read[stored.current_hash].append(stored.received_at)
+                if stored.conversation_id is not None:  # the candidates: linked requests
+                    self._remember(stored)
+            self._cut.update((h, min(times)) for h, times in read.items()
+                             if len(times) >= PER_HASH)
             self._hashes_read.update(part)
 
     def _read_children(self, parents: Sequence[str]) -> None:
@@ -334,10 +373,7 @@ class BatchLinker:
                                                  & Request.conversation_id.is_null(False)))
         if newest:
             select = select.order_by(Request.received_at.desc()).limit(newest)
-        out = []
-        for row in self._run_select(select):
-            out.append(Stored(*(f.python_value(v) for f, v in zip(_STORED, row, strict=True))))
-        return out
+        return [_stored(row) for row in self._run_select(select)]
 
     def _anchors(self, condition) -> list[Anchor]:
         a = ConversationAnchor
@@ -351,6 +387,19 @@ class BatchLinker:
 
     def _sql(self, statement) -> tuple[str, list[Any]]:
         return sql_of(self.db, statement)
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    return Stored(*(f.python_value(v) for f, v in zip(_STORED, row, strict=True)))
+
+
+def _proven(found: list[Stored], cuts: list[datetime], since: datetime | None) -> bool:
+    """Whether `found` (the newest CANDIDATES known) is the answer even though some hashes
+    were read only down to the times in `cuts`: every request not read is older than `since`,
+    or older than all of `found` when it is full."""
+    full = len(found) == CANDIDATES
+    return all((since is not None and since > cut) or (full and found[-1].received_at > cut)
+               for cut in cuts)
 
 
 def _greater(column, value):

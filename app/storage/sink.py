@@ -56,6 +56,8 @@ MAX_PARAMS = 30_000        # SQLite allows 32766 bound parameters per statement,
 SQLITE_BUSY_S = 5          # waiting for another process's write lock, then the batch is spooled
 PG_LOCK_WAIT_MS = 5_000    # the same for a PostgreSQL lock
 PG_STATEMENT_MS = 30_000   # any one statement
+ROW_GROUPS = (256, 64, 16, 4, 1)  # rows per SQLite INSERT, largest first (see SqliteSink)
+STATEMENT_CACHE = 64       # prepared statements the SQLite connection keeps
 
 # Errors that blame the rows, not the database: the batch is retried row by row to find them.
 REFUSED = (peewee.DataError, peewee.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
@@ -155,11 +157,18 @@ class _Sink(ABC):
         head = (f'INSERT INTO "{model._meta.table_name}" ('
                 + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
         values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
-        per_statement = max(1, MAX_PARAMS // len(fields))
-        return [(head + ", ".join([values] * len(part)) + tail,
-                 [value for row in part for value in row])
-                for start in range(0, len(rows), per_statement)
-                if (part := rows[start:start + per_statement])]
+        out, start = [], 0
+        for size in self._sizes(len(rows), max(1, MAX_PARAMS // len(fields))):
+            part = rows[start:start + size]
+            out.append((head + ", ".join([values] * size) + tail,
+                        [value for row in part for value in row]))
+            start += size
+        return out
+
+    def _sizes(self, count: int, most: int) -> list[int]:
+        """How many rows each INSERT of `count` rows takes: as many as the parameter limit
+        allows."""
+        return [min(most, count - start) for start in range(0, count, most)]
 
     def rollups(self, batch: Batch, inserted: set[str]) -> list[Statement]:
         """Upserts adding the new requests' shares to their hours (no-op for none)."""
@@ -219,7 +228,13 @@ def _accumulate(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> s
 
 
 class SqliteSink(_Sink):
-    """A private sqlite3 connection, opened on first use in the thread that writes."""
+    """A private sqlite3 connection, opened on first use in the thread that writes.
+
+    Its multi-row INSERTs take rows in a few fixed numbers (ROW_GROUPS): sqlite3 keeps the
+    statements it prepared, and one per batch size would fill that cache with a statement per
+    size seen, megabytes each for a large batch of requests (and prepare each anew); a few
+    sizes are prepared once and reused by every batch.
+    """
 
     def __init__(self, db: peewee.Database):
         super().__init__(db)
@@ -254,9 +269,18 @@ class SqliteSink(_Sink):
             self.close()
             raise
 
+    def _sizes(self, count: int, most: int) -> list[int]:
+        sizes: list[int] = []
+        for group in ROW_GROUPS:
+            group = min(group, most)
+            sizes += [group] * (count // group)
+            count %= group
+        return sizes
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db.database, timeout=SQLITE_BUSY_S, isolation_level=None,
-                               check_same_thread=False)  # one thread at a time, not always one
+                               check_same_thread=False,  # one thread at a time, not always one
+                               cached_statements=STATEMENT_CACHE)
         try:
             for name, value in {**SQLITE_PRAGMAS, "busy_timeout": SQLITE_BUSY_S * 1000}.items():
                 conn.execute(f"PRAGMA {name} = {value}")

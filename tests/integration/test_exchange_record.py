@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import collections
 import gzip
+import json
 
 import requests
 
+from app.events import ExchangeEnded
 from tests.fakes.upstream import (
     ErrorReply,
     RawReply,
@@ -117,3 +119,17 @@ def test_bodiless_answers_complete(inproc, upstream):
         ended = inproc.ended_for(response.headers["x-nexus-request-id"])
         assert type(ended).__name__ == "ExchangeCompleted"
     assert [r.method for r in upstream.received] == ["DELETE", "HEAD"]
+
+
+def test_the_parsed_body_is_let_go_once_the_terminal_event_is_out(inproc, upstream):
+    """Subscribers of the terminal event see the parsed body; the exchange then keeps only its
+    bytes (it may wait in the writer's queue, and a parsed body is thousands of objects)."""
+    seen = []
+    inproc.app.extensions["nexus.events"].subscribe(
+        ExchangeEnded, lambda event: seen.append(event.exchange.request_json))
+    upstream.script(Reply())
+    response = post(inproc, BODY)
+    exchange = inproc.ended_for(response.headers["x-nexus-request-id"]).exchange
+    assert seen == [BODY]
+    assert exchange.request_json is None
+    assert json.loads(exchange.request_body) == BODY

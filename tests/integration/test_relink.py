@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.storage import schema
+from app.storage.linking import PER_HASH
 from app.storage.models import Conversation, ConversationAnchor, Request, bind
 from app.storage.partitions import ensure_partitions
 from app.storage.sink import make_sink
@@ -147,3 +148,59 @@ def test_linking_costs_a_bounded_number_of_statements(db):
     assert {Request.get_by_id(rows[-1]["id"]).parent_request_id for rows in many} == {
         rows[-2]["id"] for rows in many}
     assert ConversationAnchor.select().count() == 0
+
+
+def retried_rows(count: int, start: datetime, domain: str = "team.example.com") -> list[dict]:
+    """`count` sends of one same request, a second apart (each a retry of the first)."""
+    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 512, "tools": TOOLS,
+                       "messages": [{"role": "user", "content": "the same question"}]})
+    return [request_row(received_at=start + timedelta(seconds=n), request_body=body,
+                        response_body=json.dumps({"type": "message", "role": "assistant",
+                                                  "content": [{"type": "text", "text": "a"}]}),
+                        domain=domain, session_id="sess-retried")
+            for n in range(count)]
+
+
+def read_while_writing(db, rows: list[dict]) -> list[list[tuple]]:
+    """Write `rows` as one batch; the rows each read of it returned."""
+    sink = make_sink(db)
+    batch = sink.statements([(row, []) for row in rows])
+    reads: list[list[tuple]] = []
+
+    def query(sql, params):
+        found = db.execute_sql(sql, params).fetchall()
+        if sql.lstrip().startswith("SELECT"):
+            reads.append(found)
+        return found
+
+    with db.atomic():
+        sink.write(batch, query, lambda sql, params: db.execute_sql(sql, params))
+    return reads
+
+
+def test_a_history_stored_many_times_is_read_only_as_far_as_its_newest(db):
+    """A request sent over and over: each batch reads its newest PER_HASH sends, not all of
+    them, and still links the next send where the others went."""
+    rows = retried_rows(PER_HASH * 2 + 5, T0)
+    record_requests(rows[0])
+    record_requests(*rows[1:-1])
+    first = Request.get_by_id(rows[0]["id"])
+    reads = read_while_writing(db, [rows[-1]])
+    assert max(len(found) for found in reads) <= PER_HASH
+    last = Request.get_by_id(rows[-1]["id"])
+    assert (last.conversation_id, last.branch_id, last.is_retry) == (
+        first.conversation_id, first.branch_id, True)
+
+
+def test_requests_not_read_are_asked_for_when_they_could_be_the_answer(db):
+    """The newest sends of a history are another domain's: this domain's older ones, not read
+    up front, are still found."""
+    ours = retried_rows(3, T0)
+    theirs = retried_rows(PER_HASH + 10, T0 + timedelta(seconds=10), domain="other.example.com")
+    record_requests(ours[0])
+    record_requests(*ours[1:-1], *theirs)
+    read_while_writing(db, [ours[-1].copy() | {"received_at": T0 + timedelta(minutes=2)}])
+    linked = Request.get_by_id(ours[-1]["id"])
+    assert linked.is_retry
+    assert linked.conversation_id == Request.get_by_id(ours[0]["id"]).conversation_id
+    assert linked.conversation_id != Request.get_by_id(theirs[0]["id"]).conversation_id
