@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,44 @@ CLIENT_DISCONNECTED = "client_disconnected"
 MESSAGES = "messages"
 COUNT_TOKENS = "count_tokens"
 OTHER = "other"
+
+
+class Chunks:
+    """A stream's events as relayed, in order: (offset in ms, raw bytes) pairs.
+
+    One buffer and two arrays rather than a list of tuples: a long stream holds thousands of
+    events until it is recorded, and a tuple, a float and a bytes object would add some 120
+    bytes to each; here it is 16. Iterating gives the pairs back.
+    """
+
+    __slots__ = ("_data", "_ends", "_offsets")
+
+    def __init__(self, pairs: Iterable[tuple[float, bytes]] = ()):
+        self._data = bytearray()
+        self._ends = array("Q")
+        self._offsets = array("d")
+        for pair in pairs:
+            self.append(pair)
+
+    def append(self, pair: tuple[float, bytes]) -> None:
+        at_ms, raw = pair
+        self._data += raw
+        self._ends.append(len(self._data))
+        self._offsets.append(at_ms)
+
+    def __iter__(self) -> Iterator[tuple[float, bytes]]:
+        start = 0
+        for at_ms, end in zip(self._offsets, self._ends, strict=True):
+            yield at_ms, bytes(self._data[start:end])
+            start = end
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @property
+    def nbytes(self) -> int:
+        """The events' bytes, all together."""
+        return len(self._data)
 
 
 @dataclass
@@ -76,7 +115,7 @@ class Exchange:
     response: dict | None = field(default=None, repr=False)  # parsed or rebuilt message
     usage: dict | None = None
     tool_uses: list[dict] = field(default_factory=list, repr=False)
-    chunks: list[tuple[float, bytes]] = field(default_factory=list, repr=False)
+    chunks: Chunks = field(default_factory=Chunks, repr=False)  # SSE events, when kept
     first_byte_ms: float | None = None   # first upstream body byte, since received
     first_token_ms: float | None = None  # first content delta of a stream, since received
     bytes_to_client: int = 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
-import gevent
+from gevent import get_hub
 from gevent.event import Event
+from gevent.monkey import get_original
 
 from app.errors import UpstreamError
 from app.proxy.exchange import Exchange
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 # An "event" larger than this without a blank line is not SSE as we know it: stop holding it.
 MAX_HELD_BYTES = 1 << 20
 
+_RawSocket = get_original("socket", "socket")  # the standard library's, never blocking the hub
+
 
 class ClientWatch:
     """Notices a client that hangs up while the proxy waits on the upstream.
@@ -33,26 +37,30 @@ class ClientWatch:
     Without it a disconnect would only show at the next write, which for a non-streaming call
     or a quiet stream can be minutes away while the upstream keeps generating (and billing)
     tokens. `gone` is an Event; `on_gone` registers what to cut once it is set.
+
+    A read watcher on the client's socket, not a greenlet: every open stream has one, and a
+    watcher costs a few hundred bytes where a waiting greenlet holds kilobytes of stack.
     """
 
     def __init__(self, client_socket: socket.socket):
         self.gone = Event()
         self._on_gone: Callable[[], None] | None = None
-        self._socket = client_socket
-        self._greenlet = gevent.spawn(self._watch)
+        self._fileno = client_socket.fileno()
+        self._watcher: Any = get_hub().loop.io(self._fileno, 1)  # 1: readable
+        self._watcher.start(self._readable)
 
-    def _watch(self) -> None:
+    def _readable(self) -> None:
+        # In the hub: only a peek that cannot block. Bytes mean the client is sending its
+        # next request (it is still there); end of file or an error, that it has gone.
         try:
-            while True:
-                try:
-                    data = self._socket.recv(1, socket.MSG_PEEK)
-                except TimeoutError:
-                    continue
-                if data:  # the client is sending its next request: it is still there
-                    return
-                break
+            data = _peek(self._fileno)
+        except (BlockingIOError, InterruptedError):
+            return  # woken for nothing: keep watching
         except OSError:
-            pass
+            data = b""
+        self.stop()
+        if data:
+            return
         self.gone.set()
         if self._on_gone is not None:
             self._on_gone()
@@ -63,7 +71,19 @@ class ClientWatch:
             callback()
 
     def stop(self) -> None:
-        self._greenlet.kill(block=True)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+
+def _peek(fileno: int) -> bytes:
+    """The first byte waiting on a socket, left unread; never blocks."""
+    sock = _RawSocket(fileno=fileno)
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    finally:
+        sock.detach()  # the socket stays the server's
 
 
 class RelayBody:

@@ -13,6 +13,7 @@ Pure: no Flask.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.proxy.sse import SSEDecoder
@@ -30,7 +31,7 @@ class _Delta:
     value: str
 
 
-def masked_events(chunks: list[tuple[float, bytes]]) -> list[dict]:
+def masked_events(chunks: Iterable[tuple[float, bytes]]) -> list[dict]:
     """`[{offset_ms, raw}]` of a stream's events, every secret masked."""
     texts = [raw.decode("utf-8", "replace") for _, raw in chunks]
     deltas = [_delta(raw) for _, raw in chunks]

@@ -72,9 +72,10 @@ def _log_slow(sql: str, params, elapsed_ms: float, failed: bool) -> None:
     if len(text) > SLOW_SQL_MAX_CHARS:
         text = text[:SLOW_SQL_MAX_CHARS] + f"… ({len(text)} chars)"
     count = len(params) if params else 0
+    elapsed_ms = round(elapsed_ms, 1)  # the same figure in the message and the field
     _slow_log.warning("slow query: %.0f ms%s, %d parameter(s): %s", elapsed_ms,
                       " (failed)" if failed else "", count, text,
-                      extra={"duration_ms": round(elapsed_ms, 1), "sql": text,
+                      extra={"duration_ms": elapsed_ms, "sql": text,
                              "sql_params": count})
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import peewee
 
 from app.events import EventBus, ExchangeEnded
-from app.proxy.exchange import Exchange
+from app.proxy.exchange import Chunks, Exchange
 from app.storage import rows
 from app.storage.alerting import AlertWatch
 from app.storage.database import describe, one_line
@@ -352,5 +352,6 @@ class BatchWriter:
 
 def _size(exchange: Exchange) -> int:
     """Roughly the memory a queued exchange holds: its bodies and stream events."""
-    return (len(exchange.request_body) + len(exchange.response_body)
-            + sum(len(raw) for _, raw in exchange.chunks))
+    chunks = exchange.chunks
+    events = chunks.nbytes if isinstance(chunks, Chunks) else sum(len(raw) for _, raw in chunks)
+    return len(exchange.request_body) + len(exchange.response_body) + events
