@@ -13,15 +13,19 @@
 
 A value already masked (`[redacted]`, `…WXYZ`, `sk-ant-…WXYZ`) is kept, so masking twice
 changes nothing. It runs on every log line and every stored body: each family of patterns runs
-only when a plain substring test says it could match.
+only when a plain substring test says it could match, and text with no quote, `=`, `:`,
+backslash, space or tab (ids, model names, numbers) holds no name/value pair nor scheme: only
+the key forms are looked for there.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 REDACTED = "[redacted]"
@@ -41,14 +45,14 @@ _NAME = (r"(?:[A-Za-z0-9]+[-_]|(?-i:[A-Z]?[a-z0-9]+(?=[A-Z])))*"
          r"|(?:access|refresh|id|auth)?token|(?:client)?secret|password|passwd"
          r"|code[-_]?verifier|authorization|cookie|session)"
          r"(?![A-Za-z0-9_\-])")
-_NAME_ENDINGS = ("key", "token", "secret", "password", "passwd", "verifier", "authorization",
-                 "cookie", "session")
+# The endings searched for (as bytes: see mask_text); `passw` is password and passwd at once.
+_NAME_ENDINGS = (b"key", b"token", b"secret", b"passw", b"verifier", b"authorization",
+                 b"cookie", b"session")
 # Header names (besides `*authorization` and `*cookie`) masked in `name: value` text.
 _HEADER = r"(?:[A-Za-z0-9]+-)*(?:api-key|auth-token|dashboard-key)"
-_AFTER_NAME = frozenset(("\"", "'", "\\", "=", ":"))
+_AFTER_NAME = frozenset(b"\"'\\=:")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _NAME_MAX = 128
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _FLAGS = re.IGNORECASE | re.ASCII
 
 _SECRET_NAME = re.compile(_NAME, _FLAGS)
@@ -80,6 +84,9 @@ _BASIC = re.compile(r"\bbasic[ \t]+(?!basic\b)(?P<v>[A-Za-z0-9+/]{4,}={0,2})(?![
                     _FLAGS)
 _SCHEME = re.compile(r"(?:bearer|basic)[ \t]+", _FLAGS)
 _DIGITS_AND_MARKS = frozenset("0123456789-._~+/=")
+# Every named form needs one of these after its name (_AFTER_NAME) and both schemes a space or
+# a tab after the word: text without any of them can only hold the key forms.
+_PAIRED = re.compile(r"[\"'\\=: \t]")
 
 
 def mask_secret(secret: str) -> str:
@@ -95,38 +102,87 @@ def _mask_client_key(key: str) -> str:
 
 def mask_text(text: str) -> str:
     """The string with every secret form in it masked (see the module docstring)."""
+    return _mask(text, None)
+
+
+def mask_decoded(text: str, utf8: bytes) -> str:
+    """`mask_text(text)` of a text just decoded from `utf8`, its exact UTF-8 (a body): the
+    same result without encoding the text again."""
+    return _mask(text, utf8)
+
+
+def mask_texts(texts: list[str]) -> list[str]:
+    """`[mask_text(t) for t in texts]`, for many short texts (a stream's events): the words
+    masking acts on are looked for once in all of them, and only the texts holding one are
+    masked (one by one); each search then costs one scan instead of one per text."""
+    joined = "\n".join(texts)  # no word looked for holds a line end: none straddles two texts
+    low = joined.encode("utf-8", "surrogatepass").lower()
+    marks = [at for word in _WORDS for at in _found(low, word)]
+    marks += [at for ending in _NAME_ENDINGS for at in _found(low, ending)
+              if _named_hit(low, at, ending)]
+    if not marks:
+        return list(texts)
+    if len(low) != len(joined):
+        marks = _char_offsets(low, sorted(marks))
+    starts = list(itertools.accumulate((len(text) + 1 for text in texts[:-1]), initial=0))
+    marked = {bisect.bisect_right(starts, at) - 1 for at in marks}
+    return [mask_text(text) if n in marked else text for n, text in enumerate(texts)]
+
+
+# What mask_text acts on besides the names: the keys (case-sensitive there, so found here
+# with some words that are no key: those texts are only masked for nothing) and the schemes.
+_WORDS = (b"sk-ant-", b"cnp_live_", b"bearer", b"basic")
+
+
+def _found(data: bytes, word: bytes) -> Iterator[int]:
+    at = data.find(word)
+    while at != -1:
+        yield at
+        at = data.find(word, at + len(word))
+
+
+def _named_hit(low: bytes, at: int, ending: bytes) -> bool:
+    """An ending found at `at` is followed by what a name's value follows: a quote, `=`, `:`."""
+    after = at + len(ending)
+    if ending == b"passw":  # password or passwd
+        after += 3 if low.startswith(b"ord", after) else 1 if \
+            low.startswith(b"d", after) else len(low)
+    return after < len(low) and low[after] in _AFTER_NAME
+
+
+def _mask(text: str, utf8: bytes | None) -> str:
     # The keys first: masked, they cannot be mistaken for a name any more (`sk-ant-x-api-key:`).
     if "sk-ant-" in text:
-        text = _ANTHROPIC_SECRET.sub(lambda m: mask_secret(m.group(0)), text)
+        text, utf8 = _ANTHROPIC_SECRET.sub(lambda m: mask_secret(m.group(0)), text), None
     if "cnp_live_" in text:
-        text = _CLIENT_KEY.sub(lambda m: _mask_client_key(m.group(0)), text)
-    low = text.lower()
-    if len(low) != len(text):  # a few non-ASCII letters lower to two characters
-        low = text.translate(_ASCII_LOWER)
+        text, utf8 = _CLIENT_KEY.sub(lambda m: _mask_client_key(m.group(0)), text), None
+    if _PAIRED.search(text) is None:
+        return text
+    # Lowered as UTF-8 bytes: `bytes.lower` folds ASCII letters only, exactly what the patterns
+    # (re.ASCII) compare, and at C speed where `str.lower` of a body holding one emoji takes
+    # eight times longer. An ASCII needle matches UTF-8 only at ASCII bytes, so a hit is a hit.
+    low = (utf8 if utf8 is not None else text.encode("utf-8", "surrogatepass")).lower()
     text = _mask_named(text, low)
-    if "bearer" in low:
+    if b"bearer" in low:
         text = _BEARER.sub(_masked_bearer, text)
-    if "basic" in low:
+    if b"basic" in low:
         text = _BASIC.sub(_masked_basic, text)
     return text
 
 
-def _mask_named(text: str, low: str) -> str:
+def _mask_named(text: str, low: bytes) -> str:
     """Mask the values under secret-looking names. Scanning a 64 KB body with the patterns
-    costs milliseconds; finding the names' endings first (plain `str.find`) and trying the
-    patterns only where one is followed by a quote, `=` or `:` costs a tenth of that."""
-    hits = []
-    for ending in _NAME_ENDINGS:
-        at = low.find(ending)
-        while at != -1:
-            after = at + len(ending)
-            if low[after:after + 1] in _AFTER_NAME:
-                hits.append(at)
-            at = low.find(ending, after)
+    costs milliseconds; finding the names' endings first (plain `bytes.find` in the lowered
+    UTF-8 of `text`) and trying the patterns only where one is followed by a quote, `=` or
+    `:` costs a tenth of that."""
+    hits = sorted(at for ending in _NAME_ENDINGS for at in _found(low, ending)
+                  if _named_hit(low, at, ending))
     if not hits:
         return text
+    if len(low) != len(text):  # byte offsets to character offsets
+        hits = _char_offsets(low, hits)
     parts, done = [], 0
-    for at in sorted(hits):
+    for at in hits:
         if at < done:
             continue  # inside a value already masked
         match = _named_secret_at(text, _name_start(text, at, done), done)
@@ -135,6 +191,16 @@ def _mask_named(text: str, low: str) -> str:
             done = match.end()
     parts.append(text[done:])
     return "".join(parts)
+
+
+def _char_offsets(data: bytes, offsets: list[int]) -> list[int]:
+    """Sorted byte offsets of UTF-8 `data` (each at an ASCII byte) as character offsets."""
+    out, byte, char = [], 0, 0
+    for at in offsets:
+        char += len(data[byte:at].decode("utf-8", "surrogatepass"))
+        byte = at
+        out.append(char)
+    return out
 
 
 def _name_start(text: str, at: int, floor: int) -> int:

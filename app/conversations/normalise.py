@@ -54,6 +54,10 @@ _RECENT_COMMITS = re.compile(r"^\s*recent commits:", re.IGNORECASE)
 
 T = TypeVar("T")
 
+# One encoder for every canonical form (json.dumps with options builds one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=repr)
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -158,8 +162,10 @@ def spawned_prompts(message: Any) -> list[tuple[str, str]]:
     content = message.get("content") if isinstance(message, dict) else message
     found = []
     for block in content if isinstance(content, list) else ():
+        # isinstance first: a list or dict name is unhashable, and one such block must not
+        # cost the answer's other sub-agent prompts.
         if (isinstance(block, dict) and block.get("type") == "tool_use"
-                and block.get("name") in SUBAGENT_TOOLS):
+                and isinstance(block.get("name"), str) and block["name"] in SUBAGENT_TOOLS):
             tool_input = block.get("input")
             prompt = tool_input.get("prompt") if isinstance(tool_input, dict) else None
             if isinstance(prompt, str):
@@ -234,6 +240,8 @@ def _blocks(content: Any, seen_uses: set[str] | None, seen_results: set[str] | N
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
+        if not isinstance(kind, str):  # unhashable in the set tests below: an unknown block
+            kind = None
         if kind in _DROPPED_TYPES:
             continue
         if kind == "text":
@@ -309,13 +317,21 @@ def _system(system: Any) -> tuple[list[str], bool]:
     marked = False
     texts = []
     for part in parts:
-        for line in part.splitlines():
-            if line.lstrip().lower().startswith(BILLING_PREFIX) and _SUBAGENT_MARK.search(line):
-                marked = True
-        text = _system_text(part)
+        text, part_marked = _system_part(part)
+        marked = marked or part_marked
         if text:
             texts.append(text)
     return texts, marked
+
+
+# A session sends the same system prompt (10-20 KB) with every request: its normalised text is
+# kept for the prompts seen last rather than worked out line by line each time.
+@functools.lru_cache(maxsize=64)
+def _system_part(part: str) -> tuple[str, bool]:
+    """One system text normalised, and whether its billing line marks a sub-agent."""
+    marked = any(line.lstrip().lower().startswith(BILLING_PREFIX)
+                 and _SUBAGENT_MARK.search(line) for line in part.splitlines())
+    return _system_text(part), marked
 
 
 def _system_text(text: str) -> str:
@@ -377,8 +393,7 @@ def _canonical(value: Any) -> str:
     """Canonical JSON (sorted keys, compact, unicode kept); a marker when it cannot be had
     (nesting too deep, cycles): such values are "no information"."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=repr)
+        return _CANONICAL.encode(value)
     except (RecursionError, ValueError, TypeError):
         return f"<unserialisable {type(value).__name__}>"
 

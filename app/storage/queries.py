@@ -3,7 +3,8 @@
 Every function here runs on the request path of the gevent server, so a call is one short
 statement for the page and at most one more for the total, both served by the indexes of
 `migrations/0001_initial.py` (the list filters on domain/account/model/conversation and orders
-by `received_at`); the list never selects bodies or headers. Callers hold a connection only for
+by `received_at`) and `0005` (type; text search through a pg_trgm index of a bounded search text
+on PostgreSQL); the list never selects bodies or headers. Callers hold a connection only for
 the duration of `read_session`.
 """
 
@@ -17,7 +18,16 @@ from datetime import datetime
 from functools import reduce
 from operator import and_, or_
 
-from peewee import SQL, Expression, Select, fn
+from peewee import (
+    SQL,
+    Case,
+    DatabaseProxy,
+    Expression,
+    Node,
+    PostgresqlDatabase,
+    Select,
+    fn,
+)
 
 from app.storage.database import storage_errors
 from app.storage.models import Request, RequestChunk, database_proxy
@@ -33,8 +43,14 @@ SUMMARY_FIELDS = (
     Request.tool_call_count, Request.conversation_id, Request.branch_id, Request.session_id,
 )
 
-# Searched by `q`: what was asked, what came back, and why it failed.
+# Searched by `q`: what was asked, what came back, and why it failed; as a bounded search text
+# (migrations/0005_search_and_lookup_indexes.py): the request's last message (its whole body when
+# it has no `messages`) cut at ASKED_CHARS, then the response and the error message, cut too,
+# joined by newlines. Bounds in characters, the migration's.
 SEARCHED_FIELDS = (Request.request_body, Request.response_body, Request.error_message)
+ASKED_CHARS = 3000
+ANSWER_CHARS = 3000
+ERROR_CHARS = 1000
 
 STATUS_ERROR = "error"
 STATUS_DISCONNECTED = "client_disconnected"
@@ -158,5 +174,25 @@ def _text_condition(text: str) -> Expression:
                               json.dumps(text)[1:-1]))
     # `contains` is peewee's case-insensitive LIKE (ILIKE on PostgreSQL); it escapes %, _ and
     # \ with an explicit ESCAPE clause and passes the pattern as a parameter, never as SQL.
-    return reduce(or_, (field.contains(variant)
-                        for variant in variants for field in SEARCHED_FIELDS))
+    searched = search_text()
+    return reduce(or_, (searched.contains(variant) for variant in variants))
+
+
+def search_text() -> Node:
+    """The text `q` looks in, per engine. On PostgreSQL the migration's function, spelled
+    exactly as its pg_trgm index is, so the planner can use that index; on SQLite the same text
+    computed in the query (a search there reads every row of its range)."""
+    db = Request._meta.database  # the process's, or a test's `bind_ctx`
+    if isinstance(db.obj if isinstance(db, DatabaseProxy) else db, PostgresqlDatabase):
+        return fn.nexus_search_text(*SEARCHED_FIELDS)
+    body, answer, error = SEARCHED_FIELDS
+    # json_extract answers a JSON object as compact JSON text, where PostgreSQL's jsonb writes
+    # ", " and ": " between items: a search spanning JSON punctuation may differ by spaces.
+    last = Case(None, [(fn.json_valid(body), fn.json_extract(body, "$.messages[#-1]"))], None)
+    parts = (fn.substr(fn.COALESCE(last, body), 1, ASKED_CHARS),
+             fn.substr(answer, 1, ANSWER_CHARS), fn.substr(error, 1, ERROR_CHARS))
+    newline = SQL("char(10)")
+    joined = fn.COALESCE(parts[0], "")
+    for part in parts[1:]:
+        joined = joined.concat(newline).concat(fn.COALESCE(part, ""))
+    return joined

@@ -22,7 +22,8 @@ from app.events import ExchangeCompleted, ExchangeDisconnected, ExchangeFailed
 from app.proxy.decoding import UnsupportedEncoding, decoder_for
 from app.proxy.exchange import Exchange
 from app.proxy.headers import header_value
-from app.redact import mask_text, redact_headers
+from app.redact import mask_decoded, mask_text, redact_headers
+from app.redact_events import mask_events
 from app.usage.pricing import PriceTable, cost_usd, load_prices
 from app.usage.ratelimits import parse_ratelimit_headers
 
@@ -116,7 +117,7 @@ def request_row(exchange: Exchange, prices: PriceTable | None = None) -> dict[st
         "cost_flagged": cost_flagged,
         "request_headers": _headers(x.request_headers),
         "response_headers": _headers(x.response_headers) if x.response_headers else None,
-        "request_body": clean(x.request_body.decode("utf-8", "replace")) or None,
+        "request_body": _clean_body(x.request_body) or None,
         "response_body": response_text(x),
         "response_truncated": bool(x.response_body_truncated),
         "session_id": _optional(x.session_id),
@@ -141,11 +142,14 @@ def request_row(exchange: Exchange, prices: PriceTable | None = None) -> dict[st
 
 
 def chunk_rows(exchange: Exchange) -> list[dict[str, Any]]:
-    """One `request_chunks` row per SSE event the exchange kept, in arrival order."""
+    """One `request_chunks` row per SSE event the exchange kept, in arrival order; masked as
+    one stream, so that a secret the answer spells across events is masked in each of them."""
+    pairs = list(exchange.chunks)
+    texts = mask_events([_without_nul(raw.decode("utf-8", "replace")) for _, raw in pairs])
     return [{"request_id": exchange.id, "seq": seq, "offset_ms": at_ms,
-             "data": clean(raw.decode("utf-8", "replace")),
+             "data": _valid_utf8(text),
              "received_at": exchange.received_at}  # the request's: same partition
-            for seq, (at_ms, raw) in enumerate(exchange.chunks)]
+            for seq, ((at_ms, _), text) in enumerate(zip(pairs, texts, strict=True))]
 
 
 def ratelimit_row(exchange: Exchange) -> dict[str, Any] | None:
@@ -192,11 +196,45 @@ def response_text(exchange: Exchange) -> str | None:
     return clean(body.decode("utf-8", "replace"))
 
 
+# Short strings that clean() keeps as they are: header names and values, JSON keys, types,
+# model names. An exchange has some 150 of them, most seen on every exchange; a set look-up is
+# a tenth of cleaning one again. Only strings that needed no change are kept (never a
+# secret), and the set starts afresh once full, so it stays bounded.
+_CLEAN_MAX_CHARS = 64
+_CLEAN_KEPT_MAX = 4096
+_clean_kept: set[str] = set()
+
+
 def clean(text: str) -> str:
     """A string as it may be stored: secrets masked, NUL dropped, valid UTF-8."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    text = mask_text(text)
+    short = len(text) <= _CLEAN_MAX_CHARS
+    if short and text in _clean_kept:
+        return text
+    cleaned = _valid_utf8(mask_text(_without_nul(text)))
+    if short and cleaned == text:
+        if len(_clean_kept) >= _CLEAN_KEPT_MAX:
+            _clean_kept.clear()
+        _clean_kept.add(text)
+    return cleaned
+
+
+def _clean_body(body: bytes) -> str:
+    """clean() of a body's text, using its bytes: a body that is valid UTF-8 (any client's)
+    needs neither encoding again for masking nor checking after it."""
+    body = body.replace(b"\x00", b"") if b"\x00" in body else body
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return clean(body.decode("utf-8", "replace"))
+    return mask_decoded(text, body)  # masking only puts valid text in valid text
+
+
+def _without_nul(text: str) -> str:
+    # Before masking: `sk-ant-\x00abc…` is a key once stored without its NUL.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def _valid_utf8(text: str) -> str:
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import reduce
 from operator import and_
 from typing import Any
 
-from peewee import SQL, Case, Expression, Field, Select, fn
+from peewee import SQL, Case, DatabaseProxy, Expression, Field, Select, fn
 
 from app.storage.models import RateLimitSample, Request, UsageHourly, UsageToolHourly
 from app.usage.rollup import COUNTERS, DISCONNECTED, SUMS
@@ -159,12 +159,54 @@ def active_accounts(since: datetime) -> dict[str | None, set[str]]:
     rollup = (UsageHourly.select(UsageHourly.account_id, UsageHourly.domain)
               .where(UsageHourly.hour >= floor_hour(since))
               .group_by(UsageHourly.account_id, UsageHourly.domain))
-    samples = (RateLimitSample.select(RateLimitSample.account_id, RateLimitSample.domain)
-               .where(RateLimitSample.sampled_at >= since)
-               .group_by(RateLimitSample.account_id, RateLimitSample.domain))
-    for account, domain in [*rollup.tuples(), *samples.tuples()]:
+    for account, domain in [*rollup.tuples(), *sampled_pairs(since)]:
         found.setdefault(account or None, set()).add(domain)
     return found
+
+
+def sampled_pairs(since: datetime) -> list[tuple[str | None, str]]:
+    """The (account_id, domain) pairs of the ledger with a sample since `since`.
+
+    One statement walking the `(account_id, domain, sampled_at DESC)` index as a skip scan: a
+    probe per pair ever sampled (accounts × domains, a few dozen) and one more to see whether
+    its newest sample is recent, instead of grouping every sample of the range (a million in a
+    month at scale). The null account is walked on its own (NULL compares to nothing). Plain
+    SQL both engines run: recursive CTE, row values, scalar subqueries."""
+    db = RateLimitSample._meta.database  # the process's, or a test's `bind_ctx`
+    db = db.obj if isinstance(db, DatabaseProxy) else db
+    since = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    at = RateLimitSample.sampled_at.db_value(since)
+    cursor = db.execute_sql(_SAMPLED_PAIRS.replace("?", db.param), (at, at))
+    return [(account, domain) for account, domain in cursor.fetchall()]
+
+
+_NEXT_PAIR = ("(SELECT r.{column} FROM ratelimit_samples AS r WHERE r.account_id IS NOT NULL "
+              "AND (r.account_id, r.domain) > (p.account_id, p.domain) "
+              "ORDER BY r.account_id, r.domain LIMIT 1)")
+_SAMPLED_PAIRS = f"""
+WITH RECURSIVE pairs(account_id, domain) AS (
+    SELECT * FROM (SELECT account_id, domain FROM ratelimit_samples
+                   WHERE account_id IS NOT NULL ORDER BY account_id, domain LIMIT 1) AS first
+    UNION ALL
+    SELECT {_NEXT_PAIR.format(column="account_id")}, {_NEXT_PAIR.format(column="domain")}
+    FROM pairs AS p WHERE p.account_id IS NOT NULL
+), unknown(domain) AS (
+    SELECT MIN(domain) FROM ratelimit_samples WHERE account_id IS NULL
+    UNION ALL
+    SELECT (SELECT MIN(r.domain) FROM ratelimit_samples AS r
+            WHERE r.account_id IS NULL AND r.domain > u.domain)
+    FROM unknown AS u WHERE u.domain IS NOT NULL
+)
+SELECT p.account_id, p.domain FROM pairs AS p
+WHERE p.account_id IS NOT NULL AND EXISTS (
+    SELECT 1 FROM ratelimit_samples AS r
+    WHERE r.account_id = p.account_id AND r.domain = p.domain AND r.sampled_at >= ?)
+UNION ALL
+SELECT NULL, u.domain FROM unknown AS u
+WHERE u.domain IS NOT NULL AND EXISTS (
+    SELECT 1 FROM ratelimit_samples AS r
+    WHERE r.account_id IS NULL AND r.domain = u.domain AND r.sampled_at >= ?)
+"""
 
 
 def last_request_at(account: str | None) -> datetime | None:

@@ -351,7 +351,10 @@ class BatchWriter:
 
 
 def _size(exchange: Exchange) -> int:
-    """Roughly the memory a queued exchange holds: its bodies and stream events."""
+    """Roughly the memory a queued exchange holds: its bodies and stream events, and the
+    answer parsed or rebuilt from them (counted as large as the answer relayed: a 50 MB
+    stream's rebuilt message is about as large as its events)."""
     chunks = exchange.chunks
     events = chunks.nbytes if isinstance(chunks, Chunks) else sum(len(raw) for _, raw in chunks)
-    return len(exchange.request_body) + len(exchange.response_body) + events
+    answer = exchange.bytes_to_client if exchange.response is not None else 0
+    return len(exchange.request_body) + len(exchange.response_body) + events + answer

@@ -28,7 +28,8 @@ def flask(cwd, *args, database_url=None, stdin=None):
                           capture_output=True, text=True, timeout=60)
 
 
-ALL = "0001_initial, 0002_ratelimit_request, 0003_usage_rollups, 0004_conversations"
+ALL = ("0001_initial, 0002_ratelimit_request, 0003_usage_rollups, 0004_conversations, "
+       "0005_search_and_lookup_indexes")
 
 
 def test_db_commands(database_url, tmp_path):
@@ -43,7 +44,7 @@ def test_db_commands(database_url, tmp_path):
     assert [code for code, _, _ in results] == [0, 0, 0], results
     outputs = sorted(out.strip() for _, out, _ in results)
     assert outputs[0].startswith(f"Applied {ALL} to "), outputs
-    assert all(out.endswith("is up to date (0004_conversations).")
+    assert all(out.endswith("is up to date (0005_search_and_lookup_indexes).")
                for out in outputs[1:]), outputs
     assert all(err == "" for _, _, err in results), results
     status = flask(tmp_path, "db", "status", database_url=database_url)
@@ -53,12 +54,12 @@ def test_db_commands(database_url, tmp_path):
     downgraded = flask(tmp_path, "db", "downgrade", "--steps", "1", "--yes",
                        database_url=database_url)
     assert downgraded.returncode == 0, downgraded.stderr
-    assert downgraded.stdout.startswith("Rolled back 0004_conversations on ")
+    assert downgraded.stdout.startswith("Rolled back 0005_search_and_lookup_indexes on ")
     assert status.stderr == downgraded.stderr == ""
     with opened(database_url) as db:
         assert schema.status(db) == (
-            ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups"],
-            ["0004_conversations"])
+            ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups",
+             "0004_conversations"], ["0005_search_and_lookup_indexes"])
 
 
 def test_default_sqlite_file_is_relative_to_the_working_directory(tmp_path):

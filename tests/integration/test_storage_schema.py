@@ -28,12 +28,15 @@ INDEXES = {
     "requests": {"requests_received_at", "requests_domain_received_at",
                  "requests_account_received_at", "requests_conversation_received_at",
                  "requests_model_received_at", "requests_session",
-                 "requests_current_message_hash", "requests_parent_message_hash"},
+                 "requests_current_message_hash", "requests_parent_message_hash",
+                 "requests_type_received_at", "requests_account_model_received_at"},
     "ratelimit_samples": {"ratelimit_samples_sampled_at", "ratelimit_samples_account_sampled_at",
-                          "ratelimit_samples_domain_sampled_at", "ratelimit_samples_request"},
+                          "ratelimit_samples_domain_sampled_at", "ratelimit_samples_request",
+                          "ratelimit_samples_pair_sampled_at"},
 }
+SEARCH_INDEX = "requests_search_trgm"  # PostgreSQL only (pg_trgm)
 MIGRATIONS = ["0001_initial", "0002_ratelimit_request", "0003_usage_rollups",
-              "0004_conversations"]
+              "0004_conversations", "0005_search_and_lookup_indexes"]
 
 
 @pytest.fixture
@@ -93,6 +96,7 @@ def test_upgrade_from_empty_builds_every_table_and_index(db):
         table = model._meta.table_name
         assert columns(db, table) == set(model._meta.columns), f"{table} differs from its model"
         assert INDEXES.get(table, set()) <= index_names(db, table)
+    assert (SEARCH_INDEX in index_names(db, "requests")) == is_postgres(db)
     partition_key = ["received_at"] if is_postgres(db) else []
     assert primary_key(db, "requests") == ["id", *partition_key]
     assert primary_key(db, "request_chunks") == ["request_id", "seq", *partition_key]
@@ -114,6 +118,10 @@ def test_downgrade_then_upgrade(db):
     schema.upgrade(db)
     with db.bind_ctx(MODELS):
         DashboardUser.create(name="ann", password_hash="x", created_at=datetime.now(UTC))
+    assert schema.downgrade(db) == ["0005_search_and_lookup_indexes"]
+    assert not {"requests_type_received_at", "requests_account_model_received_at",
+                SEARCH_INDEX} & index_names(db, "requests")
+    assert "ratelimit_samples_pair_sampled_at" not in index_names(db, "ratelimit_samples")
     assert schema.downgrade(db) == ["0004_conversations"]
     assert "conversations" not in db.get_tables()
     assert schema.downgrade(db) == ["0003_usage_rollups"]

@@ -135,6 +135,8 @@ def test_backfill_of_existing_rows_equals_the_writers_sums(db):
     rows = varied_rows(300, seed=11)
     record_requests(*rows[:150])
     insert_requests(*rows[150:])   # stored before the roll-ups existed
-    assert schema.downgrade(db, steps=2) == ["0004_conversations", "0003_usage_rollups"]
-    assert schema.upgrade(db) == ["0003_usage_rollups", "0004_conversations"]
+    assert schema.downgrade(db, steps=3) == ["0005_search_and_lookup_indexes",
+                                             "0004_conversations", "0003_usage_rollups"]
+    assert schema.upgrade(db) == ["0003_usage_rollups", "0004_conversations",
+                                  "0005_search_and_lookup_indexes"]
     assert_rollups_match(rows)

@@ -13,7 +13,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from app.logs import JsonFormatter, TextFormatter
-from app.redact import is_secret_name, mask_header_value, mask_text, redact_headers
+from app.redact import (
+    _ANTHROPIC_SECRET,
+    _CLIENT_KEY,
+    _mask_client_key,
+    is_secret_name,
+    mask_header_value,
+    mask_secret,
+    mask_text,
+    mask_texts,
+    redact_headers,
+)
 
 SECRET_KEYS = ["api_key", "apiKey", "client_api_key", "access_token", "accessToken",
                "refresh_token", "refreshToken", "id_token", "password", "secret",
@@ -248,3 +258,57 @@ def test_both_formatters_mask_messages_and_extra_fields():
     assert entry["path"] == "/v1/messages?token=[redacted]"
     assert entry["extra_body"] == {"password": "[redacted]"}
     assert '"api_key": "[redacted]"' in entry["msg"] and entry["request_id"] == "abc123"
+
+
+# ---------------------------------------------------------------- what the fast paths skip
+# mask_text finds the names' endings in the UTF-8 bytes of the text and maps the hits back to
+# characters; text with no quote, `=`, `:`, backslash, space or tab only has its keys masked.
+
+NOT_ASCII = "é…—🤖İ\u212a\u00df"  # 2-, 3- and 4-byte UTF-8; letters lowering to ASCII
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("🤖 … {\"api_key\": \"v-1\"} é password=hunter2 ü",
+     "🤖 … {\"api_key\": \"[redacted]\"} é password=[redacted] ü"),
+    ("—" * 50 + "x-api-key: abc " + "🤖" * 3 + " token=t0k",
+     "—" * 50 + "x-api-key: [redacted] " + "🤖" * 3 + " token=[redacted]"),
+    ("\ud800 lone surrogate, then secret=s3cr3t", "\ud800 lone surrogate, then secret=[redacted]"),
+    ('passwd=abc PASSWORD=xyz "Passwd": "q"',
+     'passwd=[redacted] PASSWORD=[redacted] "Passwd": "[redacted]"'),
+    ("\u212aey=not-a-name passwords=3 passw=x", "\u212aey=not-a-name passwords=3 passw=x"),
+    ("sk-ant-api03-abcdefghijklmnop", "sk-ant-…mnop"),
+    ("cnp_live_abcdefghijklmnop", "cnp_live_…mnop"),
+    ("bearer-token-abc_123", "bearer-token-abc_123"),
+    ("4f6c9a2e-8b1d-4c7e-9f3a-2d5b8e1c6a90", "4f6c9a2e-8b1d-4c7e-9f3a-2d5b8e1c6a90"),
+])
+def test_fast_paths_mask_what_they_must(text, masked):
+    assert mask_text(text) == masked
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.text(alphabet=NOT_ASCII + " \n", max_size=40), body=surroundings,
+       secret=secrets_, form=st.sampled_from(sorted(FORMS)), key=st.sampled_from(SECRET_KEYS))
+def test_text_before_a_line_changes_nothing_of_its_masking(prefix, body, secret, form, key):
+    # Multi-byte characters before a line move every byte offset, not what is masked.
+    line = f"{body} {FORMS[form](secret, key)}"
+    assert mask_text(f"{prefix}\n{line}") == f"{prefix}\n{mask_text(line)}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "Z", "1", "-", "_", ".", "/", "+", "é", "🤖", "sk-ant-",
+                                 "cnp_live_", "api03", "key", "token", "Bearer", "basic"]),
+                max_size=16).map("".join))
+def test_text_without_separators_keeps_all_but_its_keys(text):
+    # No quote, `=`, `:`, backslash, space or tab: no name/value pair and no scheme to mask.
+    keys_only = _CLIENT_KEY.sub(lambda m: _mask_client_key(m.group(0)),
+                                _ANTHROPIC_SECRET.sub(lambda m: mask_secret(m.group(0)), text))
+    assert mask_text(text) == keys_only
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(surroundings, st.text(alphabet=NOT_ASCII + "key=\"'\\: \n", max_size=20),
+                          st.builds(lambda s, k, f: FORMS[f](s, k), secrets_,
+                                    st.sampled_from(SECRET_KEYS), st.sampled_from(sorted(FORMS)))),
+                max_size=8))
+def test_masking_many_texts_at_once_masks_each_as_alone(texts):
+    assert mask_texts(texts) == [mask_text(text) for text in texts]

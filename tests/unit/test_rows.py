@@ -246,6 +246,13 @@ def test_queue_spills_past_its_byte_bound(tmp_path, monkeypatch):
     assert batch._queued_bytes == 200_000
     batch._take(1)
     assert batch._queued_bytes == 100_000
+    # A stream's rebuilt message weighs about what was relayed, on top of the kept events.
+    streamed = Exchange("POST", "/v1/messages", "", "d", publish=lambda e: None)
+    streamed.chunks.append((1.0, b"e" * 40_000))
+    streamed.bytes_to_client = 40_000
+    streamed.response = {"content": [{"type": "text", "text": "t" * 30_000}]}
+    batch._on_ended(ExchangeCompleted(streamed))
+    assert batch._queued_bytes == 100_000 + 80_000
 
 
 def expected_cost(model: str) -> Decimal:
@@ -255,3 +262,16 @@ def expected_cost(model: str) -> Decimal:
               "cache_read": 40}
     total = sum(Decimal(str(rates[name])) * count for name, count in tokens.items())
     return (total / Decimal(1_000_000)).quantize(Decimal("0.000001"))
+
+
+@pytest.mark.parametrize("raw, stored", [
+    (b'{"k": "sk-ant-\x00api03-abcdefghijklmnop"}', '{"k": "sk-ant-…mnop"}'),
+    (b'\xff{"api_key": "v"} \xed\xa0\x80 sk-ant-api03-abcdefghijklmnop',
+     '\ufffd{"api_key": "[redacted]"} \ufffd\ufffd\ufffd sk-ant-…mnop'),
+    ('é 🤖 {"password": "p"} Bearer abc.def-123'.encode(),
+     'é 🤖 {"password": "[redacted]"} Bearer [redacted]'),
+])
+def test_a_request_body_is_masked_whatever_its_bytes(raw, stored):
+    # Valid UTF-8 is masked from its own bytes; NUL, invalid bytes and encoded surrogates
+    # take the path of every other string.
+    assert request_row(exchange(request_body=raw))["request_body"] == stored
