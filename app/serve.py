@@ -20,6 +20,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from app.errors import error_body
 from app.version import __version__
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,18 @@ class Handler(WSGIHandler):
         else:
             towrite += data
         self._sendall(towrite)
+
+    def _handle_client_error(self, ex):
+        # A request gevent cannot parse (more than 100 headers, a bad request line, a broken
+        # chunked body): gevent prints a bare traceback for some of them and answers an empty
+        # 400. One log line, and the error in Anthropic's shape like every other refusal.
+        reason = (str(ex) or type(ex).__name__).splitlines()[0][:200]
+        log.warning("invalid request from %s: %s", self.client_address[0]
+                    if isinstance(self.client_address, tuple) else self.client_address, reason)
+        body = error_body("invalid_request_error", f"The request could not be parsed: {reason}")
+        head = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        return "400", head + body
 
     def get_environ(self):
         env = super().get_environ()

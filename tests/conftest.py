@@ -1,6 +1,13 @@
-"""Shared fixtures: the fake upstream, the proxy as a real process, the proxy in-process."""
+"""Shared fixtures: the fake upstream, the proxy as a real process, the proxy in-process.
+
+Also loads tests/secret_scan.py, which fails the run if a secret the suite used turns up in
+clear in a stored row, a log line, a test sample or a rendered page (see its docstring).
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +17,8 @@ from tests.fakes.upstream import FakeUpstream
 from tests.pg import PostgresCluster
 from tests.support import InProcessProxy, ProxyProcess
 
-pytest_plugins = ["tests.integration.upstream_requests"]  # the fake-upstream tests' fixtures
+pytest_plugins = ["tests.integration.upstream_requests",  # the fake-upstream tests' fixtures
+                  "tests.secret_scan"]
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +84,18 @@ def oauth_endpoint():
 
 @pytest.fixture(scope="session")
 def postgres_dsn():
-    """A PostgreSQL server of the suite's own, started once."""
+    """A PostgreSQL server of the suite's own, started once (or NEXUS_TEST_POSTGRES_DSN's, so
+    that a pytest run inside a test reuses the outer run's server)."""
+    if os.environ.get("NEXUS_TEST_POSTGRES_DSN"):
+        yield os.environ["NEXUS_TEST_POSTGRES_DSN"]
+        return
     cluster = PostgresCluster().start()
     yield cluster.dsn
+    server_log = Path(cluster.root, "log")  # statements that failed are logged with values
+    if server_log.exists():
+        from tests import secret_scan  # (the plugin: imported once pytest has loaded it)
+
+        secret_scan.SCANNER.scan(server_log.read_bytes(), "postgresql server log")
     cluster.stop()
 
 

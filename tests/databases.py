@@ -19,7 +19,11 @@ def fresh_postgres(dsn: str):
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
-        yield dsn.rsplit("/", 1)[0] + "/" + name
+        url = dsn.rsplit("/", 1)[0] + "/" + name
+        yield url
+        from tests import secret_scan  # (the plugin: imported once pytest has loaded it)
+
+        secret_scan.scan_postgres(url)  # the suite's secret scan reads it before it is gone
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -73,7 +73,7 @@ def _body(text: str | None) -> Any:
         return text
     try:
         return json.loads(text)
-    except ValueError:  # a truncated or non-JSON body: shown as stored
+    except (ValueError, RecursionError):  # truncated, not JSON, or nested past the parser
         return text
 
 

@@ -23,6 +23,9 @@ from app.events import OAuthRefreshFailed
 log = logging.getLogger(__name__)
 
 FAILURE_BACKOFF_S = 5.0
+# A request whose token is still valid waits at most this long (after the refresh began) for a
+# refresh; past it, it is sent with the current token while the refresh goes on.
+REFRESH_WAIT_S = 2.0
 AUTHORIZE_URL = "https://claude.ai/oauth/authorize"
 REDIRECT_URI = "https://console.anthropic.com/oauth/code/callback"
 SCOPES = "org:create_api_key user:profile user:inference"
@@ -114,12 +117,39 @@ class TokenRefresher:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._failures: dict[str, tuple[float, str]] = {}
+        self._running: dict[str, _BackgroundRefresh] = {}
 
     def fresh(self, credential: Credential) -> Credential:
-        """The credential with a token valid for at least another minute."""
+        """The credential with a token valid for at least another minute — or, while a refresh
+        is slow (a hanging token endpoint), the current token as long as it is still valid.
+
+        A token inside the refresh margin but not expired is refreshed in the background: a
+        request waits for that refresh at most REFRESH_WAIT_S after it began, then goes on with
+        the current token. Only an expired token makes requests wait for the refresh itself.
+        """
         if not credential.needs_refresh():
             return credential
-        return self.refresh(credential.domain)
+        expires_at = credential.expires_at or 0.0
+        if expires_at - time.time() <= REFRESH_WAIT_S:
+            return self.refresh(credential.domain)
+        failed = self._failures.get(credential.domain)
+        if failed and time.monotonic() - failed[0] < FAILURE_BACKOFF_S:
+            return credential  # the last refresh failed just now: not again yet
+        refresh = self._background(credential.domain)
+        remaining = REFRESH_WAIT_S - (time.monotonic() - refresh.started)
+        if refresh.done.wait(max(0.0, min(remaining, expires_at - time.time() - 1))) and \
+                refresh.result is not None:
+            return refresh.result
+        return credential  # still valid; the refresh goes on (or failed, and was reported)
+
+    def _background(self, domain: str) -> _BackgroundRefresh:
+        """The refresh of `domain` under way, started now when there is none."""
+        with self._guard:
+            running = self._running.get(domain)
+            if running is None or running.done.is_set():
+                running = self._running[domain] = _BackgroundRefresh(
+                    lambda: self.refresh(domain), f"oauth-refresh-{domain}")
+            return running
 
     def refresh(self, domain: str, force: bool = False) -> Credential:
         """Refresh the domain's token (if still needed once the locks are held)."""
@@ -186,6 +216,29 @@ class TokenRefresher:
                     yield
             else:
                 yield
+
+
+class _BackgroundRefresh:
+    """One refresh run off the request path (a greenlet under gevent): its result, or None
+    when it failed (`TokenRefresher.refresh` has logged it, published it and set the back-off).
+    It ends with the token endpoint's own timeout at the latest."""
+
+    def __init__(self, run: Callable[[], Credential], name: str):
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.result: Credential | None = None
+        self._run = run
+        threading.Thread(target=self._main, name=name, daemon=True).start()
+
+    def _main(self) -> None:
+        try:
+            self.result = self._run()
+        except CredentialError:
+            pass  # already reported; requests keep the still-valid token meanwhile
+        except Exception:
+            log.exception("OAuth refresh failed unexpectedly")
+        finally:
+            self.done.set()
 
 
 def pkce_pair() -> tuple[str, str]:

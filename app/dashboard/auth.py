@@ -104,6 +104,19 @@ def guard():
     return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
 
 
+def safe_next(target: str | None, default: str) -> str:
+    """Where to go after logging in: `target` when it is a path inside the dashboard, else
+    `default`. Not another host (`//evil`, `https://evil`), not a look-alike path
+    (`/dashboard.evil`), and no control character or backslash: a CR/LF cannot go into a
+    Location header (werkzeug refuses it with an error) and browsers read `\\` as `/`."""
+    if not target or any(ord(c) < 0x20 or c in "\x7f\\" for c in target):
+        return default
+    if target != "/dashboard" and not target.startswith(("/dashboard/", "/dashboard?",
+                                                         "/dashboard#")):
+        return default
+    return target
+
+
 def _read(query, default=None):
     db = database_proxy.obj
     try:

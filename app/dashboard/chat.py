@@ -4,7 +4,8 @@ earlier ones folded) and the answer, as turns of typed parts. Pure: parsed bodie
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 TEXT_LIMIT = 20_000        # characters of one text shown in the chat
@@ -27,6 +28,9 @@ class Part:
     is_error: bool = False
     parts: list[Part] = field(default_factory=list)   # a tool_result's content
 
+    def __post_init__(self) -> None:
+        _mend_strings(self)
+
 
 @dataclass
 class Turn:
@@ -36,6 +40,9 @@ class Turn:
     parts: list[Part]
     label: str = ""
     note: str = ""
+
+    def __post_init__(self) -> None:
+        _mend_strings(self)
 
     @property
     def folded(self) -> bool:
@@ -163,7 +170,24 @@ def _stop(answer: dict[str, Any]) -> str:
 
 def pretty(value: Any) -> str:
     """JSON for people: indented, non-ASCII kept."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return mend(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+# A lone surrogate is valid in JSON ("\\ud800") but cannot be encoded as UTF-8: one in a
+# page would make rendering fail. It is shown as the escape the client sent.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def mend(text: str) -> str:
+    """`text` with each lone surrogate written as its JSON escape, so the page can be sent."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _mend_strings(item: Any) -> None:
+    for spec in fields(item):
+        value = getattr(item, spec.name)
+        if isinstance(value, str):
+            setattr(item, spec.name, mend(value))
 
 
 def byte_size(count: int) -> str:

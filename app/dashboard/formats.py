@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from app.api import serialise
-from app.dashboard.chat import byte_size
+from app.dashboard.chat import byte_size, mend
 
 
 class Formats:
@@ -42,6 +42,8 @@ class Formats:
         return serialise.timestamp(value) or ""
 
     size = staticmethod(byte_size)
+    # Text parsed out of stored JSON at render time (event previews) may hold a lone surrogate.
+    text = staticmethod(mend)
 
     @staticmethod
     def status_class(status: str | None) -> str:

@@ -26,6 +26,7 @@ from app.dashboard import bp, htmx
 from app.dashboard.chat import build_chat, pretty
 from app.dashboard.formats import FORMAT
 from app.errors import InvalidRequest
+from app.proxy.inbound import MAX_JSON_DEPTH, within_depth
 from app.storage import queries
 from app.storage.database import StorageError
 from app.storage.models import UsageHourly
@@ -57,8 +58,10 @@ def requests_list():
     args = request.args.to_dict(flat=False)
     values = {name: request.args.get(name, "") for name in FORM_FIELDS}
     if values["q"].strip() and not (values["since"] or values["until"]):
-        # A text search reads every body in its range: without a range it searches the last
-        # week (shown in the form, widened by choosing another), so a page never scans all.
+        # A text search may read every row of its range (always on SQLite; on PostgreSQL for
+        # fewer than three characters, which the trigram index cannot serve): without a range
+        # it searches the last week (shown in the form, widened by choosing another), so a
+        # page never scans all.
         values["since"], args["since"] = SEARCH_SPAN, [SEARCH_SPAN]
     limit = offset = 0
     rows: list[dict] = []
@@ -139,8 +142,9 @@ def _now() -> datetime:
 def _read_page(filters: queries.RequestFilter, limit: int,
                offset: int) -> tuple[list[dict], int | None]:
     """One page of summaries and the number of matches, or None for "more than this page
-    shows" with a text search: counting every match of `q` scans every body, so a search only
-    looks one row past the page to know whether there is a next one."""
+    shows" with a text search: counting every match of `q` computes the search text of each
+    (the index only narrows candidates down), so a search only looks one row past the page to
+    know whether there is a next one."""
     if not filters.text:
         return queries.list_requests(filters, limit, offset)
     rows = list(queries.page_query(filters).limit(limit + 1).offset(offset).dicts())
@@ -281,9 +285,12 @@ def _parse(text: str | None) -> Any:
     if not text or text.lstrip()[:1] not in ("{", "["):
         return text
     try:
-        return json.loads(text)
-    except ValueError:  # truncated or not JSON: shown as stored
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):  # truncated, not JSON, or too deep to parse
         return text
+    # A body the proxy refused as too deep (or one on another /v1 path) would make the chat
+    # view and the pretty printer recurse past Python's limit: it is shown as stored.
+    return parsed if within_depth(parsed, MAX_JSON_DEPTH) else text
 
 
 def _raw(parsed: Any, text: str | None) -> dict[str, Any] | None:

@@ -40,15 +40,22 @@ class _Decoded:
             return b""
 
 
+# A stream's events are kept for the record up to this many bytes (the rebuilt message is
+# always whole); past it `response_truncated` is set. Real answers stay far below it.
+CHUNKS_LIMIT = 32 << 20
+
+
 class StreamFold:
     """Folds an SSE answer into the non-streaming message shape, with usage and chunks."""
 
-    def __init__(self, exchange: Exchange, content_encoding: str | None, keep_chunks: bool):
+    def __init__(self, exchange: Exchange, content_encoding: str | None, keep_chunks: bool,
+                 chunks_limit: int = CHUNKS_LIMIT):
         self.exchange = exchange
         self.decoder = SSEDecoder()
         self.folder = MessageFolder()
         self._decoded = _Decoded(content_encoding)
         self._keep_chunks = keep_chunks
+        self._chunks_limit = chunks_limit
         self._finished = False
 
     @property
@@ -63,10 +70,18 @@ class StreamFold:
         self._events(self.decoder.feed(self._decoded.decode(data)), at_ms)
 
     def _events(self, events, at_ms: float) -> None:
+        chunks = self.exchange.chunks
         for event in events:
             self.folder.feed(event, at_ms)
-            if self._keep_chunks:
-                self.exchange.chunks.append((round(at_ms, 3), event.raw))
+            if not self._keep_chunks:
+                continue
+            if chunks.nbytes + len(event.raw) > self._chunks_limit:
+                # The record keeps the first events only, like a plain body's first 32 MiB:
+                # each kept byte is held again while its row is built and written.
+                self._keep_chunks = False
+                self.exchange.response_body_truncated = True
+                continue
+            chunks.append((round(at_ms, 3), event.raw))
 
     def finish(self, at_ms: float) -> None:
         """Record what was folded on the exchange (idempotent)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from app.domain import normalise_domain
 from app.errors import ClientDisconnected, InvalidRequest, RequestTooLarge
@@ -13,6 +14,10 @@ from app.proxy.exchange import COUNT_TOKENS, MESSAGES, OTHER, Exchange
 from app.usage.classify import classify_request
 
 _READ_SIZE = 65536
+# Messages bodies nested deeper than this are refused. Claude clients stay far below it (tool
+# schemas and inputs reach a few dozen levels); far deeper JSON makes json.loads hit Python's
+# recursion limit (a 500) and every recursive reader after it (storage, dashboard, API) too.
+MAX_JSON_DEPTH = 128
 
 
 def client_headers(environ: dict) -> list[tuple[str, str]]:
@@ -84,9 +89,11 @@ def load_request(exchange: Exchange, environ: dict, max_bytes: int) -> None:
 
 
 def _check_path(path: str) -> None:
-    # Dot segments could walk the upstream request out of /v1 on servers that normalise paths.
-    segments = path.split("/")
-    if any(s in (".", "..") or s.lower() in ("%2e", "%2e%2e", ".%2e", "%2e.") for s in segments):
+    # Dot segments could walk the upstream request out of /v1 on servers that normalise paths
+    # (with the proxy's credential attached). Checked once percent-decoded and with "\\" as a
+    # separator too, since some servers decode %2f/%5c before normalising.
+    segments = re.split(r"[/\\]", unquote(path))
+    if any(s in (".", "..") for s in segments):
         raise InvalidRequest("The request path may not contain '.' or '..' segments.")
 
 
@@ -128,6 +135,24 @@ def read_body(environ: dict, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+def within_depth(value: dict | list, limit: int) -> bool:
+    """True when no array or object in `value` lies more than `limit` levels deep (`value`
+    itself is level 1). Iterative, so the check itself cannot overflow the stack."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return True
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+
+
 def _cut_short(length: int | None) -> ClientDisconnected:
     announced = f" ({length} bytes announced)" if length is not None else ""
     return ClientDisconnected(
@@ -142,12 +167,18 @@ def _too_large(max_bytes: int) -> RequestTooLarge:
 
 def _parse_json(exchange: Exchange) -> None:
     try:
-        body = json.loads(exchange.request_body)
+        # Decoded strictly first: json.loads(bytes) would let UTF-8-encoded surrogates
+        # ("\xed\xa0\x80") through, which no database column or log line can hold.
+        body = json.loads(exchange.request_body.decode("utf-8-sig"))
     except ValueError as err:
         # ValueError covers invalid UTF-8 too (UnicodeDecodeError is one).
         raise InvalidRequest(f"The request body is not valid JSON: {err}") from None
+    except RecursionError:  # deeper than Python's parser goes
+        raise _too_deep() from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if not within_depth(body, MAX_JSON_DEPTH):
+        raise _too_deep()
     exchange.request_json = body
     model = body.get("model")
     exchange.model = model if isinstance(model, str) else None

@@ -8,6 +8,7 @@ clean `event: error` instead of a corrupt half event; the bytes are otherwise ex
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -178,4 +179,19 @@ def relay(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyF
             exchange.disconnect("client closed the connection during the error event")
             raise
     exchange.fail(failure, status=answer.status)
+    if not isinstance(fold, StreamFold):
+        raise AnswerCutShort(failure.message)
+
+
+class AnswerCutShort(ConnectionResetError):
+    """A plain (non-SSE) answer broke off upstream after its status and headers were sent.
+
+    The client can only learn it from the connection closing short of the announced length;
+    ending the body normally would leave it waiting for the rest (Content-Length) or, chunked,
+    make half a body look whole. Raised out of the body iterator, an ECONNRESET is what the
+    server (gevent's handler) takes as "close this connection, quietly".
+    """
+
+    def __init__(self, message: str):
+        super().__init__(errno.ECONNRESET, message)
 

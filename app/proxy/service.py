@@ -9,6 +9,8 @@ from flask import Response
 
 from app.auth.access import Authorisation
 from app.errors import REQUEST_ID_HEADER, ClientDisconnected
+from app.proxy import error_bodies
+from app.proxy.decoding import decoder_for
 from app.proxy.exchange import Exchange
 from app.proxy.fold import BodyFold, StreamFold
 from app.proxy.headers import client_response_headers, header_value, upstream_request_headers
@@ -52,11 +54,12 @@ class Proxy:
             watch.on_gone(answer.abort)
         exchange.first_byte_ms = round(exchange.elapsed_ms(), 3)
         exchange.upstream_status = answer.status
-        exchange.response_headers = answer.headers
-
         content_type = (header_value(answer.headers, "content-type") or "").lower()
-        encoding = header_value(answer.headers, "content-encoding")
         is_sse = content_type.startswith("text/event-stream")
+        if answer.status >= 400 and not is_sse and exchange.method != "HEAD":
+            _rewrite_foreign_error(answer, content_type)
+        exchange.response_headers = answer.headers
+        encoding = header_value(answer.headers, "content-encoding")
         if is_sse:
             fold: StreamFold | BodyFold = StreamFold(exchange, encoding, self.keep_chunks)
         else:
@@ -89,6 +92,29 @@ class Proxy:
         if error is not None:
             raise error
         return answer
+
+
+def _rewrite_foreign_error(answer: UpstreamResponse, content_type: str) -> None:
+    """An error answer whose body is not a JSON object (an HTML page from a load balancer) is
+    replaced by an Anthropic-shaped error with the same status (app/proxy/error_bodies.py);
+    the API's own errors, JSON objects, pass through untouched."""
+    complete = answer.read_ahead(error_bodies.READ_LIMIT)
+    encoding = header_value(answer.headers, "content-encoding")
+    body = answer.first_chunk
+    if encoding:
+        try:
+            decoder = decoder_for(encoding)
+            body = decoder.decompress(body) + (decoder.flush() if complete else b"")
+        except Exception:  # unknown or corrupt coding: quote the bytes as they are
+            body = answer.first_chunk
+    if not answer.broken and (error_bodies.is_json_object(body) or (
+            not complete and "json" in content_type)):
+        return  # an API error (a large one is still being read: relayed as it comes)
+    replacement = error_bodies.anthropic_error(answer.status, body, complete)
+    headers = [(name, value) for name, value in answer.headers if name.lower() not in (
+        "content-type", "content-length", "content-encoding", "transfer-encoding")]
+    answer.replace(replacement, headers + [("Content-Type", "application/json"),
+                                           ("Content-Length", str(len(replacement)))])
 
 
 def _bodiless(exchange: Exchange, answer: UpstreamResponse, fold: StreamFold | BodyFold,

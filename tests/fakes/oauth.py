@@ -2,6 +2,7 @@
 
 Like the real one it rotates refresh tokens: a refresh token works once, so a proxy that
 refreshes twice with the same token gets `invalid_grant` — exactly what the tests must catch.
+`hold()` makes it hang (requests read, never answered) until `release()`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class FakeOAuth:
         self._valid_refresh: set[str] = set()
         self._codes: dict[str, str] = {}  # authorization code -> PKCE challenge
         self._lock = threading.Lock()
+        self._gate = threading.Event()  # cleared by `hold`: requests hang until `release`
+        self._gate.set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -55,7 +58,20 @@ class FakeOAuth:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Hang every request (read, then no answer) until `release` — a stuck endpoint."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        """Answer the held requests (and the next ones) normally."""
+        self._gate.set()
+
+    def held(self) -> list[TokenCall]:
+        """Calls received and not answered yet."""
+        return [c for c in self.calls if not c.status]
+
     def stop(self) -> None:
+        self._gate.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -78,6 +94,7 @@ class FakeOAuth:
         return [c for c in self.calls if c.body.get("grant_type") == "refresh_token"]
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self._gate.wait()
         if self.delay_s:
             time.sleep(self.delay_s)
         with self._lock:
