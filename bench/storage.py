@@ -729,9 +729,9 @@ def _reading(r: dict) -> str:
     verdict = "all targets met" if not misses else "missed: " + "; ".join(misses)
     return (f"**Reading it.** Targets: ≥ {TARGET_ROWS_S:,} exchanges/s on both engines, linking "
             f"≤ {TARGET_LINK_MS:g} ms, every endpoint p95 ≤ {TARGET_P95_MS:g} ms at a million "
-            f"rows — {verdict}. A full run (a million rows) takes about 15 minutes, 9 of them "
-            "building the trigram index of text search after the fill; the quick one (50,000) "
-            "about 2½.")
+            f"rows — {verdict}. A full run (a million rows) takes about 10 minutes on a quiet "
+            "machine, 8 of them filling (the trigram index of text search is most of it); the "
+            "quick one (50,000) about 1.")
 
 
 def main(argv: list[str] | None = None) -> int:
