@@ -15,6 +15,9 @@ from app.redact import mask_header_value, mask_text, redact_headers
     ("[2001:db8::1]", "[2001:db8::1]"),
     ("", "unknown"),
     (None, "unknown"),
+    ("Évil.Example:443".encode().decode("latin-1"), "évil.example"),  # UTF-8 as WSGI gives it
+    ("café.example", "café.example"),   # already text: kept
+    ("\xe9vil.example", "\xe9vil.example"),  # latin-1 that is no UTF-8: kept
 ])
 def test_normalise_domain(host, domain):
     assert normalise_domain(host) == domain
