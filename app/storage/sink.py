@@ -52,6 +52,7 @@ from app.usage.rollup import COLUMNS, Contribution, add_up, contribution
 
 log = logging.getLogger(__name__)
 
+PG_STATEMENT_BYTES = 256 << 10  # text per PostgreSQL INSERT, about (see PostgresSink._sizes)
 MAX_PARAMS = 30_000        # SQLite allows 32766 bound parameters per statement, PostgreSQL 65535
 SQLITE_BUSY_S = 5          # waiting for another process's write lock, then the batch is spooled
 PG_LOCK_WAIT_MS = 5_000    # the same for a PostgreSQL lock
@@ -86,6 +87,10 @@ class Batch:
     others: list[Statement]
     usage: dict[str, Contribution]
     facts: list[Facts] = field(default_factory=list)
+    # The request rows' values as stored, in `_fields(Request)` order, the link columns still
+    # empty: converted with the rest of the batch outside the transaction, where the
+    # PostgreSQL writer (a greenlet) would hold up every stream for a batch's worth of work.
+    request_values: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,7 +121,8 @@ class _Sink(ABC):
                 else request for request in requests]
         return Batch(rows,
                      self._inserts(RequestChunk, chunks) + self._inserts(RateLimitSample, samples),
-                     {request["id"]: contribution(request) for request in requests}, facts)
+                     {request["id"]: contribution(request) for request in requests}, facts,
+                     _db_values(_fields(Request), rows))
 
     def write(self, batch: Batch, query: Query, execute: Execute) -> Committed:
         """The batch's statements, inside the caller's transaction: link the requests not
@@ -130,10 +136,16 @@ class _Sink(ABC):
                 Request.select(Request.id).where(Request.id.in_(part)))))
         linker = BatchLinker(self.db, query, [f for f in batch.facts if f.id not in stored])
         links, unlinked = linker.link_all()
-        rows = [{**row, **link_columns(links[row["id"]])} if row["id"] in links else row
-                for row in batch.requests]
+        fields = _fields(Request)
+        values = batch.request_values or _db_values(fields, batch.requests)
+        at = {field.name: index for index, field in enumerate(fields)}
+        for row, row_values in zip(batch.requests, values, strict=True):
+            if row["id"] in links:  # only the few link columns are converted here
+                for name, value in link_columns(links[row["id"]]).items():
+                    row_values[at[name]] = fields[at[name]].db_value(value)
         committed = Committed(unlinked=unlinked)
-        for sql, params in self._inserts(Request, rows, ' RETURNING "id"'):
+        for sql, params in self._values(Request, fields, values,
+                                        ' ON CONFLICT DO NOTHING RETURNING "id"'):
             committed.inserted.update(row[0] for row in query(sql, params))
         for sql, params in batch.others + self.rollups(batch, committed.inserted):
             execute(sql, params)
@@ -144,12 +156,9 @@ class _Sink(ABC):
         sql, params = self.db.get_sql_context().sql(statement).query()
         return sql, list(params)
 
-    def _inserts(self, model: type[peewee.Model], rows: list[dict], tail: str = "",
-                 ) -> list[Statement]:
-        fields = [field for field in model._meta.sorted_fields
-                  if not isinstance(field, peewee.AutoField)]  # the database numbers them
-        return self._values(model, fields, _db_values(fields, rows),
-                            " ON CONFLICT DO NOTHING" + tail)
+    def _inserts(self, model: type[peewee.Model], rows: list[dict]) -> list[Statement]:
+        fields = _fields(model)
+        return self._values(model, fields, _db_values(fields, rows), " ON CONFLICT DO NOTHING")
 
     def _values(self, model: type[peewee.Model], fields: list[peewee.Field],
                 rows: list[list[Any]], tail: str) -> list[Statement]:
@@ -158,16 +167,16 @@ class _Sink(ABC):
                 + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
         values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
         out, start = [], 0
-        for size in self._sizes(len(rows), max(1, MAX_PARAMS // len(fields))):
+        for size in self._sizes(rows, max(1, MAX_PARAMS // len(fields))):
             part = rows[start:start + size]
             out.append((head + ", ".join([values] * size) + tail,
                         [value for row in part for value in row]))
             start += size
         return out
 
-    def _sizes(self, count: int, most: int) -> list[int]:
-        """How many rows each INSERT of `count` rows takes: as many as the parameter limit
-        allows."""
+    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
+        """How many of `rows` each INSERT takes: as many as the parameter limit allows."""
+        count = len(rows)
         return [min(most, count - start) for start in range(0, count, most)]
 
     def rollups(self, batch: Batch, inserted: set[str]) -> list[Statement]:
@@ -213,6 +222,12 @@ def linkable(requests: list[dict]) -> list[Facts]:
         if facts is not None:
             out.append(facts)
     return sorted(out, key=lambda facts: (facts.received_at, facts.id))
+
+
+def _fields(model: type[peewee.Model]) -> list[peewee.Field]:
+    """The columns an insert names, in a fixed order (the database numbers AutoFields)."""
+    return [field for field in model._meta.sorted_fields
+            if not isinstance(field, peewee.AutoField)]
 
 
 def _db_values(fields: list[peewee.Field], rows: list[dict]) -> list[list[Any]]:
@@ -289,7 +304,8 @@ class SqliteSink(_Sink):
             self.close()
             raise
 
-    def _sizes(self, count: int, most: int) -> list[int]:
+    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
+        count = len(rows)
         sizes: list[int] = []
         for group in ROW_GROUPS:
             group = min(group, most)
@@ -334,6 +350,23 @@ class PostgresSink(_Sink):
     def __init__(self, db: peewee.Database):
         super().__init__(db)
         self._lz4: bool | None = None  # the server offers lz4 TOAST compression (asked once)
+
+    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
+        # Also at most PG_STATEMENT_BYTES of text per INSERT: psycopg2 quotes every value into
+        # the statement in the hub's thread, holding the GIL, and a batch of Claude Code
+        # bodies is megabytes — milliseconds during which no stream moves. Between two
+        # statements the writer waits on the server, and the streams have their turn.
+        sizes, size, text = [], 0, 0
+        for row in rows:
+            length = sum(len(value) for value in row if isinstance(value, str))
+            if size and (size == most or text + length > PG_STATEMENT_BYTES):
+                sizes.append(size)
+                size, text = 0, 0
+            size += 1
+            text += length
+        if size:
+            sizes.append(size)
+        return sizes
 
     def execute(self, batch: Batch) -> Committed:
         """The batch in one transaction; raises peewee errors (nothing committed)."""

@@ -1,6 +1,6 @@
 """The writer's multi-row INSERTs: every row lands, in statements whose shapes repeat on SQLite
 (prepared once, a bounded statement cache) and as few as the parameter limit allows on
-PostgreSQL (fewer round trips)."""
+PostgreSQL (fewer round trips), each holding a bounded amount of text."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from app.storage import schema
 from app.storage.database import is_postgres
 from app.storage.models import Request, bind
 from app.storage.partitions import ensure_partitions
-from app.storage.sink import ROW_GROUPS, make_sink
+from app.storage.sink import PG_STATEMENT_BYTES, ROW_GROUPS, make_sink
 from tests.databases import opened
 from tests.factories import request_row
 
@@ -28,10 +28,13 @@ def db(database_url):
         yield database
 
 
-def request_inserts(db, count: int, start: datetime) -> list[str]:
-    """Write `count` requests as one batch; the SQL of the INSERTs into `requests`."""
+def request_inserts(db, count: int, start: datetime, body: str | None = None,
+                    texts: list[int] | None = None) -> list[str]:
+    """Write `count` requests as one batch; the SQL of the INSERTs into `requests` (and the
+    characters of text each carried, into `texts`)."""
     sink = make_sink(db)
-    rows = [request_row(received_at=start + timedelta(milliseconds=n), path="/v1/models")
+    rows = [request_row(received_at=start + timedelta(milliseconds=n), path="/v1/models",
+                        **({"request_body": body} if body else {}))
             for n in range(count)]
     batch = sink.statements([(row, []) for row in rows])
     seen: list[str] = []
@@ -39,6 +42,8 @@ def request_inserts(db, count: int, start: datetime) -> list[str]:
     def query(sql, params):
         if sql.startswith('INSERT INTO "requests"'):
             seen.append(sql)
+            if texts is not None:
+                texts.append(sum(len(value) for value in params if isinstance(value, str)))
         return db.execute_sql(sql, params).fetchall()
 
     with db.atomic():
@@ -58,3 +63,16 @@ def test_batches_of_every_size_land_whole_in_a_few_statement_shapes(db):
     assert Request.select().count() == written
     if not is_postgres(db):
         assert len(shapes) <= len(ROW_GROUPS), len(shapes)
+
+
+def test_large_bodies_go_to_postgresql_in_statements_of_bounded_text(db):
+    # psycopg2 quotes each value into the statement in the hub's thread: a batch of Claude Code
+    # bodies goes in several statements, the streams' turn coming between them.
+    body = "x" * 100_000
+    texts: list[int] = []
+    statements = request_inserts(db, 12, T0, body=body, texts=texts)
+    assert Request.select().where(Request.request_body == body).count() == 12
+    if is_postgres(db):
+        assert len(statements) == 6 and all(text <= PG_STATEMENT_BYTES for text in texts), texts
+    else:  # SQLite binds values without quoting them into the SQL: its fixed row groups
+        assert len(statements) == 3 and len(set(statements)) == 1  # 4 + 4 + 4 rows, one shape

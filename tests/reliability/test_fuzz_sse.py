@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.proxy import relay as relay_module
@@ -86,6 +86,7 @@ def relayed(chunks: list[bytes]) -> tuple[bytes, Exchange, list]:
     ended: list = []
     exchange = Exchange(method="POST", path="/v1/messages", query="", domain="fuzz",
                         publish=ended.append)
+    exchange.upstream_status = 200  # as Proxy.forward records it before relaying
     body = _Body(list(chunks[1:]))
     answer = UpstreamResponse(response=body, status=200,
                               headers=[("content-type", "text/event-stream")],
@@ -111,6 +112,7 @@ def check_relay(data: bytes, chunks: list[bytes]) -> None:
 @FUZZ
 @given(data=streams, cuts=st.lists(st.integers(0, 10**6), max_size=30),
        style=st.sampled_from(["lf", "crlf", "cr"]))
+@example(data=b'event: message_stop\ndata: {"type":"message_stop"}\n\n', cuts=[], style="lf")
 def test_the_relay_passes_any_stream_through_byte_for_byte(data, cuts, style):
     data = line_ends(data, style)
     check_relay(data, split(data, cuts) or [b""])
