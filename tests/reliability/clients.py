@@ -225,3 +225,19 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=60)
         return self.answers
+
+
+def health(proxy) -> dict:
+    """The proxy's /health report."""
+    return requests.get(proxy.url + "/health", timeout=10).json()
+
+
+def eventually(proxy, check, what: str, timeout: float = 30.0) -> dict:
+    """The first /health report `check` accepts; fails with the last one after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = health(proxy)
+        if check(report):
+            return report
+        assert time.monotonic() < deadline, f"never {what}: {report}"
+        time.sleep(0.05)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import time
 
 import pytest
-import requests
 
 from tests.databases import fresh_postgres
 from tests.fakes.upstream import Reply, text_block
 from tests.integration.recording_support import database_locked
 from tests.pg import PostgresCluster
-from tests.reliability.clients import Load
+from tests.reliability.clients import Load, eventually
 from tests.reliability.outages import postgres_away
 
 FAST = dict(STORAGE_BATCH_SIZE="20", STORAGE_BATCH_INTERVAL_MS="50")
@@ -37,20 +35,6 @@ def streaming_upstream(upstream):
                              event_delay_s=0.02)
     yield upstream
     upstream.default = before
-
-
-def health(proxy) -> dict:
-    return requests.get(proxy.url + "/health", timeout=10).json()
-
-
-def eventually(proxy, check, what: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        report = health(proxy)
-        if check(report):
-            return report
-        assert time.monotonic() < deadline, f"never {what}: {report}"
-        time.sleep(0.1)
 
 
 def settled(report: dict) -> bool:

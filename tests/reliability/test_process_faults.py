@@ -16,26 +16,18 @@ import threading
 import time
 
 import pytest
-import requests
 
 from tests.databases import fresh_postgres
 from tests.fakes.upstream import Reply, text_block
-from tests.reliability.clients import Crowd, Load, message, request_bytes, sse_events
+from tests.reliability.clients import (
+    Crowd,
+    Load,
+    eventually,
+    message,
+    request_bytes,
+    sse_events,
+)
 from tests.reliability.outages import postgres_away
-
-
-def health(proxy) -> dict:
-    return requests.get(proxy.url + "/health", timeout=10).json()
-
-
-def eventually(proxy, check, what: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        report = health(proxy)
-        if check(report):
-            return report
-        assert time.monotonic() < deadline, f"never {what}: {report}"
-        time.sleep(0.05)
 
 
 def test_sigterm_under_load(start_proxy, upstream, ledger, tmp_path):
