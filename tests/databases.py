@@ -40,6 +40,20 @@ def opened(url: str):
         getattr(db, "close_all", db.close)()
 
 
+@contextmanager
+def migrated(url: str):
+    """`opened`, with the schema upgraded, this month's partitions made, and the models bound."""
+    from app.storage import schema
+    from app.storage.models import bind
+    from app.storage.partitions import ensure_partitions
+
+    with opened(url) as db:
+        schema.upgrade(db)
+        ensure_partitions(db)
+        bind(db)
+        yield db
+
+
 def engine_url(engine: str, tmp_path, request):
     """Context manager giving an empty database URL of `engine` ("sqlite" or "postgresql")."""
     if engine == "sqlite":

@@ -38,7 +38,9 @@ from typing import Any
 import peewee
 
 from app.conversations.linker import Facts, facts_of
+from app.storage import inserts
 from app.storage.database import SQLITE_PRAGMAS, is_postgres
+from app.storage.inserts import Statement
 from app.storage.linking import BatchLinker, link_columns, link_fields
 from app.storage.models import (
     RateLimitSample,
@@ -52,19 +54,15 @@ from app.usage.rollup import COLUMNS, Contribution, add_up, contribution
 
 log = logging.getLogger(__name__)
 
-PG_STATEMENT_BYTES = 256 << 10  # text per PostgreSQL INSERT, about (see PostgresSink._sizes)
-MAX_PARAMS = 30_000        # SQLite allows 32766 bound parameters per statement, PostgreSQL 65535
 SQLITE_BUSY_S = 5          # waiting for another process's write lock, then the batch is spooled
 PG_LOCK_WAIT_MS = 5_000    # the same for a PostgreSQL lock
 PG_STATEMENT_MS = 30_000   # any one statement
-ROW_GROUPS = (256, 64, 16, 4, 1)  # rows per SQLite INSERT, largest first (see SqliteSink)
 STATEMENT_CACHE = 64       # prepared statements the SQLite connection keeps
 
 # Errors that blame the rows, not the database: the batch is retried row by row to find them.
 REFUSED = (peewee.DataError, peewee.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
            sqlite3.InterfaceError, OverflowError, TypeError, ValueError)
 
-Statement = tuple[str, list[Any]]
 Query = Callable[[str, list[Any]], list[tuple]]   # SQL and parameters -> rows
 Execute = Callable[[str, list[Any]], Any]
 
@@ -87,8 +85,8 @@ class Batch:
     others: list[Statement]
     usage: dict[str, Contribution]
     facts: list[Facts] = field(default_factory=list)
-    # The request rows' values as stored, in `_fields(Request)` order, the link columns still
-    # empty: converted with the rest of the batch outside the transaction, where the
+    # The request rows' values as stored, in `inserts.columns(Request)` order, the link
+    # columns still empty: converted with the rest of the batch outside the transaction, where the
     # PostgreSQL writer (a greenlet) would hold up every stream for a batch's worth of work.
     request_values: list[list[Any]] = field(default_factory=list)
 
@@ -104,6 +102,7 @@ class Committed:
 
 class _Sink(ABC):
     native = True  # under gevent, `execute` runs in the writer's native thread
+    _sizes: inserts.Sizes  # rows per INSERT, per engine (app/storage/inserts.py)
 
     def __init__(self, db: peewee.Database):
         self.db = db
@@ -122,7 +121,7 @@ class _Sink(ABC):
         return Batch(rows,
                      self._inserts(RequestChunk, chunks) + self._inserts(RateLimitSample, samples),
                      {request["id"]: contribution(request) for request in requests}, facts,
-                     _db_values(_fields(Request), rows))
+                     inserts.db_values(inserts.columns(Request), rows))
 
     def write(self, batch: Batch, query: Query, execute: Execute) -> Committed:
         """The batch's statements, inside the caller's transaction: link the requests not
@@ -130,14 +129,14 @@ class _Sink(ABC):
         conversations."""
         ids = [row["id"] for row in batch.requests]
         stored: set[str] = set()
-        for start in range(0, len(ids), MAX_PARAMS):
-            part = ids[start:start + MAX_PARAMS]
+        for start in range(0, len(ids), inserts.MAX_PARAMS):
+            part = ids[start:start + inserts.MAX_PARAMS]
             stored.update(row[0] for row in query(*self._compile(
                 Request.select(Request.id).where(Request.id.in_(part)))))
         linker = BatchLinker(self.db, query, [f for f in batch.facts if f.id not in stored])
         links, unlinked = linker.link_all()
-        fields = _fields(Request)
-        values = batch.request_values or _db_values(fields, batch.requests)
+        fields = inserts.columns(Request)
+        values = batch.request_values or inserts.db_values(fields, batch.requests)
         at = {field.name: index for index, field in enumerate(fields)}
         for row, row_values in zip(batch.requests, values, strict=True):
             if row["id"] in links:  # only the few link columns are converted here
@@ -157,27 +156,13 @@ class _Sink(ABC):
         return sql, list(params)
 
     def _inserts(self, model: type[peewee.Model], rows: list[dict]) -> list[Statement]:
-        fields = _fields(model)
-        return self._values(model, fields, _db_values(fields, rows), " ON CONFLICT DO NOTHING")
+        fields = inserts.columns(model)
+        return self._values(model, fields, inserts.db_values(fields, rows),
+                            " ON CONFLICT DO NOTHING")
 
     def _values(self, model: type[peewee.Model], fields: list[peewee.Field],
                 rows: list[list[Any]], tail: str) -> list[Statement]:
-        """Multi-row INSERTs of `rows` (values in `fields` order) within the parameter limit."""
-        head = (f'INSERT INTO "{model._meta.table_name}" ('
-                + ", ".join(f'"{field.column_name}"' for field in fields) + ") VALUES ")
-        values = "(" + ", ".join([self.db.param] * len(fields)) + ")"
-        out, start = [], 0
-        for size in self._sizes(rows, max(1, MAX_PARAMS // len(fields))):
-            part = rows[start:start + size]
-            out.append((head + ", ".join([values] * size) + tail,
-                        [value for row in part for value in row]))
-            start += size
-        return out
-
-    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
-        """How many of `rows` each INSERT takes: as many as the parameter limit allows."""
-        count = len(rows)
-        return [min(most, count - start) for start in range(0, count, most)]
+        return inserts.statements(model, fields, rows, self.db.param, tail, self._sizes)
 
     def rollups(self, batch: Batch, inserted: set[str]) -> list[Statement]:
         """Upserts adding the new requests' shares to their hours (no-op for none)."""
@@ -189,11 +174,11 @@ class _Sink(ABC):
             self._values(UsageHourly, hourly_fields,
                          [[UsageHourly.hour.db_value(key[0]), *key[1:], *sums]
                           for key, sums in hours.items()],
-                         _accumulate("usage_hourly", ROLLUP_KEY, COLUMNS))
+                         inserts.accumulate("usage_hourly", ROLLUP_KEY, COLUMNS))
             + self._values(UsageToolHourly, tool_fields,
                            [[UsageToolHourly.hour.db_value(key[0]), *key[1:], count]
                             for key, count in tools.items()],
-                           _accumulate("usage_tool_hourly", TOOL_KEY, ("call_count",))))
+                           inserts.accumulate("usage_tool_hourly", TOOL_KEY, ("call_count",))))
 
     @abstractmethod
     def execute(self, batch: Batch) -> Committed:
@@ -224,52 +209,11 @@ def linkable(requests: list[dict]) -> list[Facts]:
     return sorted(out, key=lambda facts: (facts.received_at, facts.id))
 
 
-def _fields(model: type[peewee.Model]) -> list[peewee.Field]:
-    """The columns an insert names, in a fixed order (the database numbers AutoFields)."""
-    return [field for field in model._meta.sorted_fields
-            if not isinstance(field, peewee.AutoField)]
-
-
-def _db_values(fields: list[peewee.Field], rows: list[dict]) -> list[list[Any]]:
-    """Each row's values in `fields` order, as their fields store them. A value that is the
-    very object of the row before (the chunk rows of one exchange share its id and time) is
-    converted once: a time's conversion costs microseconds, and a stream has hundreds."""
-    converters = [field.db_value for field in fields]
-    last: list[Any] = [_NOTHING] * len(fields)
-    stored: list[Any] = [None] * len(fields)
-    out = []
-    for row in rows:
-        values = []
-        for i, column in enumerate(fields):
-            # A row spooled by an earlier version lacks the columns added since: defaults.
-            value = row[column.name] if column.name in row else _default(column)
-            if value is not last[i]:
-                last[i], stored[i] = value, converters[i](value)
-            values.append(stored[i])
-        out.append(values)
-    return out
-
-
-_NOTHING = object()
-
-
-def _default(field: peewee.Field) -> Any:
-    return field.default() if callable(field.default) else field.default
-
-
-def _accumulate(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    sets = ", ".join(f'"{name}" = "{table}"."{name}" + excluded."{name}"' for name in columns)
-    return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-
-
 class SqliteSink(_Sink):
-    """A private sqlite3 connection, opened on first use in the thread that writes.
+    """A private sqlite3 connection, opened on first use in the thread that writes; its
+    INSERTs take a few fixed row counts, prepared once (`inserts.sqlite_sizes`)."""
 
-    Its multi-row INSERTs take rows in a few fixed numbers (ROW_GROUPS): sqlite3 keeps the
-    statements it prepared, and one per batch size would fill that cache with a statement per
-    size seen, megabytes each for a large batch of requests (and prepare each anew); a few
-    sizes are prepared once and reused by every batch.
-    """
+    _sizes = staticmethod(inserts.sqlite_sizes)
 
     def __init__(self, db: peewee.Database):
         super().__init__(db)
@@ -304,15 +248,6 @@ class SqliteSink(_Sink):
             self.close()
             raise
 
-    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
-        count = len(rows)
-        sizes: list[int] = []
-        for group in ROW_GROUPS:
-            group = min(group, most)
-            sizes += [group] * (count // group)
-            count %= group
-        return sizes
-
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db.database, timeout=SQLITE_BUSY_S, isolation_level=None,
                                check_same_thread=False,  # one thread at a time, not always one
@@ -346,27 +281,11 @@ class PostgresSink(_Sink):
     """
 
     native = False
+    _sizes = staticmethod(inserts.postgres_sizes)
 
     def __init__(self, db: peewee.Database):
         super().__init__(db)
         self._lz4: bool | None = None  # the server offers lz4 TOAST compression (asked once)
-
-    def _sizes(self, rows: list[list[Any]], most: int) -> list[int]:
-        # Also at most PG_STATEMENT_BYTES of text per INSERT: psycopg2 quotes every value into
-        # the statement in the hub's thread, holding the GIL, and a batch of Claude Code
-        # bodies is megabytes — milliseconds during which no stream moves. Between two
-        # statements the writer waits on the server, and the streams have their turn.
-        sizes, size, text = [], 0, 0
-        for row in rows:
-            length = sum(len(value) for value in row if isinstance(value, str))
-            if size and (size == most or text + length > PG_STATEMENT_BYTES):
-                sizes.append(size)
-                size, text = 0, 0
-            size += 1
-            text += length
-        if size:
-            sizes.append(size)
-        return sizes
 
     def execute(self, batch: Batch) -> Committed:
         """The batch in one transaction; raises peewee errors (nothing committed)."""

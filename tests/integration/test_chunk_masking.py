@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from app.proxy.exchange import MESSAGES, Chunks, Exchange
-from app.storage import rows, schema
-from app.storage.models import RequestChunk, bind
-from app.storage.partitions import ensure_partitions
+from app.storage import rows
+from app.storage.models import RequestChunk
 from app.storage.sink import make_sink
-from tests.databases import opened
+from tests.databases import migrated
 
 KEY = "sk-ant-api03-AB" + "CDsplitAcrossEvents0123456789WXYZ"
 TOKEN = "tok-0123456789-splitvalue"
@@ -21,10 +20,7 @@ TOKEN = "tok-0123456789-splitvalue"
 
 @pytest.fixture
 def db(database_url):
-    with opened(database_url) as database:
-        schema.upgrade(database)
-        ensure_partitions(database)
-        bind(database)
+    with migrated(database_url) as database:
         yield database
 
 

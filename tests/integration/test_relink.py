@@ -11,12 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.storage import schema
 from app.storage.linking import PER_HASH
-from app.storage.models import Conversation, ConversationAnchor, Request, bind
-from app.storage.partitions import ensure_partitions
+from app.storage.models import Conversation, ConversationAnchor, Request
 from app.storage.sink import make_sink
-from tests.databases import opened
+from tests.databases import migrated
 from tests.factories import record_requests, request_row
 from tests.support import REPO
 
@@ -28,10 +26,7 @@ LINK_COLUMNS = ("branch_id", "parent_request_id", "is_subtask", "parent_task_req
 
 @pytest.fixture
 def db(database_url):
-    with opened(database_url) as database:
-        schema.upgrade(database)
-        ensure_partitions(database)
-        bind(database)
+    with migrated(database_url) as database:
         yield database
 
 

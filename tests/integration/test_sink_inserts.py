@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.storage import schema
 from app.storage.database import is_postgres
-from app.storage.models import Request, bind
-from app.storage.partitions import ensure_partitions
-from app.storage.sink import PG_STATEMENT_BYTES, ROW_GROUPS, make_sink
-from tests.databases import opened
+from app.storage.inserts import PG_STATEMENT_BYTES, ROW_GROUPS
+from app.storage.models import Request
+from app.storage.sink import make_sink
+from tests.databases import migrated
 from tests.factories import request_row
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -21,10 +20,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 @pytest.fixture
 def db(database_url):
-    with opened(database_url) as database:
-        schema.upgrade(database)
-        ensure_partitions(database)
-        bind(database)
+    with migrated(database_url) as database:
         yield database
 
 
