@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-REMINDER_OPEN, REMINDER_CLOSE = "<system-reminder>", "</system-reminder>"
-BILLING_PREFIX = "x-anthropic-billing-header:"
+from app.conversations.system_prompt import cut_reminders, normalised_system
+
 SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
 SUMMARY_KEY_CHARS = 2000
 COMPACTION_PHRASE = "detailed summary of the conversation so far"
@@ -38,19 +38,12 @@ _IGNORED_KEYS = frozenset({"cache_control", "citations", "is_error"})
 _DROPPED_TYPES = frozenset({"thinking", "redacted_thinking"})
 _MEDIA_TYPES = frozenset({"image", "document"})
 
-_SUBAGENT_MARK = re.compile(r"\bcc_is_subagent\s*=\s*true\b", re.IGNORECASE)
 _SUMMARY_LINE = re.compile(r"^[ \t]*summary:[ \t]*", re.IGNORECASE | re.MULTILINE)
 _SUMMARY_TRAILER = re.compile(
     r"^[ \t]*(?:If you need specific details from before compaction"
     r"|Please continue the conversation from where we left"
     r"|Continue the conversation from where it left off)",
     re.IGNORECASE | re.MULTILINE)
-# System prompt lines that change between requests of one session.
-_VOLATILE_LINE = re.compile(
-    r"^\s*(?:[-*]\s+)?(?:current branch:|main branch\b|today['\u2019]s date\b|current date\b"
-    r"|you are powered by the model\b)", re.IGNORECASE)
-_GIT_STATUS = re.compile(r"^\s*gitstatus:", re.IGNORECASE)
-_RECENT_COMMITS = re.compile(r"^\s*recent commits:", re.IGNORECASE)
 
 T = TypeVar("T")
 
@@ -123,7 +116,7 @@ def shape(body: Any) -> Shape:
     if len(history) == 1 and history[0][0].get("role") == "user":
         texts = [b[1] for b in history[0][1] if b[0] == "text"]
         single = "\n".join(texts) if texts else None
-    system_texts, marked = _system(body.get("system"))
+    system_texts, marked = normalised_system(body.get("system"))
     return Shape(
         message_count=len(entries),
         current_hash=current,
@@ -190,7 +183,7 @@ def summary_key(text: str) -> str:
     characters, without trailing dots (Claude Code once appended one)."""
     if not isinstance(text, str):
         return ""
-    low = _cut_reminders(text).lower()
+    low = cut_reminders(text).lower()
     start = low.find("<summary>")
     if start >= 0:
         low = low[start + len("<summary>"):]
@@ -301,88 +294,12 @@ def _compaction_summary(blocks: list) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------ system prompt
-
-
-def _system(system: Any) -> tuple[list[str], bool]:
-    """The normalised texts of a system prompt (a string or a list of blocks), and whether its
-    billing block marks a sub-agent."""
-    if isinstance(system, str):
-        parts = [system]
-    elif isinstance(system, list):
-        parts = [b.get("text") if isinstance(b, dict) else b for b in system]
-        parts = [p for p in parts if isinstance(p, str)]
-    else:
-        return [], False
-    marked = False
-    texts = []
-    for part in parts:
-        text, part_marked = _system_part(part)
-        marked = marked or part_marked
-        if text:
-            texts.append(text)
-    return texts, marked
-
-
-# A session sends the same system prompt (10-20 KB) with every request: its normalised text is
-# kept for the prompts seen last rather than worked out line by line each time.
-@functools.lru_cache(maxsize=64)
-def _system_part(part: str) -> tuple[str, bool]:
-    """One system text normalised, and whether its billing line marks a sub-agent."""
-    marked = any(line.lstrip().lower().startswith(BILLING_PREFIX)
-                 and _SUBAGENT_MARK.search(line) for line in part.splitlines())
-    return _system_text(part), marked
-
-
-def _system_text(text: str) -> str:
-    """A system text without its volatile parts: the billing header, the gitStatus section
-    (branch lines, status, recent commits), date lines, the model line and reminders."""
-    lines = _cut_reminders(text).splitlines()
-    kept: list[str] = []
-    skipping = None   # "git": inside gitStatus; "commits": inside a Recent commits: list
-    for line in lines:
-        blank = not line.strip()
-        if skipping == "commits":
-            if not blank:
-                continue
-            skipping = None
-        elif skipping == "git":
-            if _RECENT_COMMITS.match(line):
-                skipping = "commits"
-            continue
-        if _GIT_STATUS.match(line):
-            skipping = "git"
-        elif _RECENT_COMMITS.match(line):
-            skipping = "commits"
-        elif not (_VOLATILE_LINE.match(line) or line.lstrip().lower().startswith(BILLING_PREFIX)):
-            kept.append(line)
-    return "\n".join(kept).strip()
-
-
 # ------------------------------------------------------------------------------ primitives
-
-
-def _cut_reminders(text: str) -> str:
-    """`text` without its `<system-reminder>…</system-reminder>` sections (an unclosed one is
-    kept). Linear: one scan with str.find."""
-    start = text.find(REMINDER_OPEN)
-    if start < 0:
-        return text
-    parts, pos = [], 0
-    while start >= 0:
-        end = text.find(REMINDER_CLOSE, start + len(REMINDER_OPEN))
-        if end < 0:
-            break
-        parts.append(text[pos:start])
-        pos = end + len(REMINDER_CLOSE)
-        start = text.find(REMINDER_OPEN, pos)
-    parts.append(text[pos:])
-    return "".join(parts)
 
 
 def _text(value: Any) -> str:
     """A normalised text: reminders cut, surrounding whitespace stripped ("" when no str)."""
-    return _cut_reminders(value).strip() if isinstance(value, str) else ""
+    return cut_reminders(value).strip() if isinstance(value, str) else ""
 
 
 def _str(value: Any) -> str:
